@@ -1,0 +1,3 @@
+from edge_fashion import cli
+
+cli.main()
