@@ -1,0 +1,1 @@
+"""TFLite conversions: float32 and full-integer int8."""

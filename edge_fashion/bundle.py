@@ -1,0 +1,155 @@
+"""Artifacts on disk: atomic writes, a staging folder published only when the build passes, the device bundle."""
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+
+import edge_fashion
+from edge_fashion import evaluate
+
+REPO_DEVICE_DIR = pathlib.Path(__file__).resolve().parent.parent / "device"
+DEVICE_FILES = ("classify.py", "requirements.txt", "README.md")  # Copied as they are from device/.
+INT8_NAME, REJECTED_NAME = "model_int8.tflite", "model_int8.rejected.tflite"
+SELF_TEST_TOLERANCE = 0.0625  # Dequantized probability; 16 steps of 1/256, above the 14 seen between runtimes.
+SELF_TEST_MARGIN = 0.3  # Top-1 minus top-2 probability: a tolerance-sized wobble cannot flip the class.
+
+
+def sha256_bytes(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def sha256_file(path: pathlib.Path) -> str:
+    return sha256_bytes(pathlib.Path(path).read_bytes())
+
+
+def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename: readers see old or new, never half."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: pathlib.Path, value) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def save_keras_atomically(model, path: pathlib.Path) -> None:
+    """Keras insists on a `.keras` suffix, so the temporary name keeps it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def new_stage(out_dir: pathlib.Path) -> pathlib.Path:
+    """A fresh staging folder inside `out_dir`, so publishing is a rename on the same file system."""
+    stage = pathlib.Path(out_dir) / f".staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def publish(stage: pathlib.Path, out_dir: pathlib.Path) -> None:
+    """Move every staged artifact into `out_dir`, one rename each; the device folder is swapped whole."""
+    for item in sorted(stage.iterdir(), key=lambda path: path.name == "report.json"):
+        target = out_dir / item.name
+        if item.is_dir():
+            retired = out_dir / f".retired-{item.name}-{os.getpid()}"
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(item, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(item, target)
+    stage.rmdir()
+
+
+def reject(stage: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
+    """Keep a refused build aside in `out_dir/rejected/`; return the rejected model's path."""
+    rejected = out_dir / "rejected"
+    shutil.rmtree(rejected, ignore_errors=True)
+    shutil.rmtree(stage / "device", ignore_errors=True)
+    os.replace(stage / INT8_NAME, stage / REJECTED_NAME)
+    os.replace(stage, rejected)
+    return rejected / REJECTED_NAME
+
+
+def self_test_cases(images: np.ndarray, labels: np.ndarray, int8_content: bytes) -> list[dict]:
+    """One real test image per class that the int8 model gets right by a clear margin, with its raw outputs."""
+    raw, output_detail = evaluate.run_tflite_raw(int8_content, images)
+    probabilities = evaluate.dequantize(raw, *output_detail["quantization"])
+    ordered = np.sort(probabilities, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    correct = probabilities.argmax(axis=1) == labels
+    cases = []
+    for label in np.unique(labels):
+        candidates = np.flatnonzero(correct & (labels == label) & (margin >= SELF_TEST_MARGIN))
+        if len(candidates) == 0:
+            continue
+        # The least confident of the clear cases exercises unsaturated outputs.
+        index = int(candidates[np.argmin(margin[candidates])])
+        cases.append({
+            "test_index": index, "label": int(label), "top1": int(probabilities[index].argmax()),
+            "image_b64": base64.b64encode(images[index].tobytes()).decode("ascii"),
+            "output_raw": [int(value) for value in raw[index]],
+            "probabilities": [round(float(value), 6) for value in probabilities[index]],
+        })
+    return cases
+
+
+def manifest(int8_content: bytes, io_specs: tuple[dict, dict], labels: list[str],
+             accuracy: dict, cases: list[dict]) -> dict:
+    """What the board needs to trust and use the model; see docs/bundle.md."""
+    input_spec, output_spec = io_specs
+    from ai_edge_litert import __version__ as litert_version  # Only for the record.
+
+    return {
+        "format_version": 1,
+        "created_by": f"edge-fashion {edge_fashion.__version__}",
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"file": INT8_NAME, "sha256": sha256_bytes(int8_content), "size_bytes": len(int8_content)},
+        "labels_file": "labels.txt",
+        "labels": list(labels),
+        "input": {**input_spec, "layout": "28x28 grayscale, light garment on black, raw pixels 0-255"},
+        "output": output_spec,
+        "accuracy": accuracy,
+        "self_test": {
+            "runtime": f"ai_edge_litert {litert_version}, builtin kernels without XNNPACK",
+            "tolerance": SELF_TEST_TOLERANCE,
+            "cases": cases,
+        },
+    }
+
+
+def write_device_bundle(folder: pathlib.Path, int8_content: bytes, labels: list[str], manifest_value: dict) -> None:
+    """The folder a user copies to the board."""
+    atomic_write_bytes(folder / INT8_NAME, int8_content)
+    atomic_write_text(folder / "labels.txt", "\n".join(labels) + "\n")
+    atomic_write_json(folder / "manifest.json", manifest_value)
+    for name in DEVICE_FILES:
+        source = REPO_DEVICE_DIR / name
+        if not source.is_file():
+            raise ValueError(f"{source} is missing: the package's device/ folder is incomplete")
+        atomic_write_bytes(folder / name, source.read_bytes())

@@ -1,0 +1,263 @@
+"""The `edge-fashion` command: a thin click layer that chains the pipeline's stages."""
+
+import functools
+import json
+import os
+import pathlib
+import sys
+import time
+
+import click
+
+import edge_fashion
+from edge_fashion import config as config_module
+
+# TensorFlow's C++ start-up chatter hides the progress a user wants to see.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+GATE_EXIT_CODE = 3  # The int8 model was refused by the accuracy gate.
+
+
+class GateRefused(click.ClickException):
+    exit_code = GATE_EXIT_CODE
+
+
+def progress(message: str) -> None:
+    click.secho(message, err=True, fg="cyan")
+
+
+def build_options(function):
+    """Options that fill BuildConfig; left out, they keep the preset's (or the dataclass') default."""
+    defaults = config_module.BuildConfig()
+    options = [
+        click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
+                     help=f"Folder for every artifact [default: {defaults.out_dir}]."),
+        click.option("--data-dir", type=click.Path(path_type=pathlib.Path),
+                     help="Folder with the four Fashion-MNIST IDX .gz files [default: search "
+                          "$EDGE_FASHION_DATA, ~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist]."),
+        click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
+                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look."),
+        click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {defaults.seed}]."),
+        click.option("--epochs", type=click.IntRange(1), help=f"[default: {defaults.epochs}]"),
+        click.option("--batch-size", type=click.IntRange(1), help=f"[default: {defaults.batch_size}]"),
+        click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
+                     help=f"Peak of the cosine schedule [default: {defaults.learning_rate}]."),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help=f"[default: {defaults.dropout}]"),
+        click.option("--train-limit", type=click.IntRange(10),
+                     help="Train on a stratified subset of this many images [default: all 55,000]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]),
+                     help="Where to train [default: auto, a GPU when TensorFlow sees one]."),
+        click.option("--representative-samples", type=click.IntRange(1),
+                     help=f"int8 calibration images from the training split [default: {defaults.representative_samples}]."),
+        click.option("--io-dtype", type=click.Choice(["uint8", "int8"]),
+                     help=f"The int8 model's input and output type [default: {defaults.io_dtype}]."),
+        click.option("--max-drop", type=float,
+                     help=f"Refuse int8 more than this many points below float [default: {defaults.max_drop}]."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def make_config(**options) -> config_module.BuildConfig:
+    try:
+        return config_module.make_config(**options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def user_errors(function):
+    """Turn the library's ValueErrors (bad data, bad model, refused gate) into one-line errors."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from edge_fashion import evaluate
+
+        try:
+            return function(*args, **kwargs)
+        except evaluate.GateError as error:
+            raise GateRefused(str(error)) from None
+        except click.ClickException:
+            raise
+        except (ValueError, OSError) as error:
+            raise click.ClickException(str(error)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(edge_fashion.__version__, prog_name="edge-fashion")
+def cli():
+    """Train, quantize to int8, verify and ship a Fashion-MNIST classifier to a small board.
+
+    \b
+    Example:
+        edge-fashion build                 # train, convert, verify: build/ and build/device/
+        edge-fashion build --preset fast   # a few epochs, for a quick look
+    """
+
+
+@cli.command()
+@build_options
+@user_errors
+def build(**options):
+    """Train the MLP, convert it to float and int8 TFLite, verify int8 against float, write the bundle.
+
+    Exits with status 3, leaving the last good build untouched, when the int8 model loses more
+    than --max-drop points of test accuracy; the refused model is kept in OUT/rejected/.
+
+    \b
+    Example:
+        edge-fashion build --out build
+        scp -r build/device pi@raspberrypi.local:fashion
+    """
+    from edge_fashion import bundle
+
+    started = time.perf_counter()
+    config = make_config(**options)
+    dataset = load_data(config)
+    training = run_training(config, dataset)
+    stage = bundle.new_stage(config.out_dir)
+    bundle.save_keras_atomically(training["model"], stage / "model.keras")
+    finish(config, dataset, training, stage, started)
+
+
+@cli.command("train")
+@build_options
+@user_errors
+def train_command(**options):
+    """Train only: write OUT/model.keras and OUT/train.json (history, best epoch, device).
+
+    \b
+    Example:
+        edge-fashion train --epochs 40 --out build
+        edge-fashion convert --out build
+    """
+    from edge_fashion import bundle
+
+    config = make_config(**options)
+    training = run_training(config, load_data(config))
+    bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
+    bundle.atomic_write_json(config.out_dir / "train.json", training)
+    click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
+               f"{training['best_epoch']}; wrote {config.out_dir / 'model.keras'}")
+
+
+@cli.command()
+@build_options
+@user_errors
+def convert(**options):
+    """Re-quantize OUT/model.keras without retraining, verify it, and publish it if it passes.
+
+    \b
+    Example:
+        edge-fashion convert --out build --representative-samples 1000
+    """
+    from edge_fashion import bundle
+
+    started = time.perf_counter()
+    config = make_config(**options)
+    training = read_training(config.out_dir)
+    dataset = load_data(config)
+    stage = bundle.new_stage(config.out_dir)
+    (stage / "model.keras").write_bytes((config.out_dir / "model.keras").read_bytes())
+    finish(config, dataset, training, stage, started)
+
+
+@cli.command()
+@build_options
+@user_errors
+def evaluate(**options):
+    """Re-verify the models already in OUT over the test set; exit 3 if int8 fails the gate.
+
+    \b
+    Example:
+        edge-fashion evaluate --out build --max-drop 0.3
+    """
+    from edge_fashion import evaluate as evaluate_module
+
+    config = make_config(**options)
+    dataset = load_data(config)
+    keras_model, float_content, int8_content = read_models(config.out_dir)
+    progress("Verifying the Keras, float and int8 models on the test set")
+    verdict = evaluate_module.verify(keras_model, float_content, int8_content,
+                                     dataset.test_images, dataset.test_labels)
+    click.echo(f"Keras {100 * verdict.keras.accuracy:.2f}%, float TFLite {100 * verdict.float_tflite.accuracy:.2f}%, "
+               f"int8 TFLite {100 * verdict.int8.accuracy:.2f}%; top-1 agreement int8/float "
+               f"{100 * verdict.int8_float_agreement:.2f}%")
+    evaluate_module.check_gate(verdict.float_tflite.accuracy, verdict.int8.accuracy, config.max_drop)
+    click.echo(f"int8 passes the gate: {verdict.drop_points:.2f} points below float (allowed {config.max_drop:g})")
+
+
+def load_data(config):
+    from edge_fashion import data
+
+    progress("Reading Fashion-MNIST")
+    dataset = data.load_fashion_mnist(config.data_dir)
+    progress(f"  {len(dataset.train_labels):,} training and {len(dataset.test_labels):,} test images from {dataset.source}")
+    return dataset
+
+
+def run_training(config, dataset) -> dict:
+    from edge_fashion import train
+
+    split = train.make_split(config, dataset)
+    progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
+    result = train.train(config, split)
+    progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
+             f"{result.seconds:.0f} s on {result.device}")
+    return {"model": result.model, "device": result.device, "seconds": result.seconds,
+            "best_epoch": result.best_epoch, "best_validation_accuracy": result.best_validation_accuracy,
+            "history": result.history, "config": config_module.to_json(config)}
+
+
+def read_training(out_dir: pathlib.Path) -> dict:
+    import keras
+
+    if not (out_dir / "model.keras").is_file():
+        raise ValueError(f"{out_dir / 'model.keras'} not found: run `edge-fashion train --out {out_dir}` first")
+    training = json.loads((out_dir / "train.json").read_text()) if (out_dir / "train.json").is_file() else {}
+    training.setdefault("device", "unknown (trained earlier)")
+    training.setdefault("seconds", 0.0)
+    training["model"] = keras.saving.load_model(out_dir / "model.keras")
+    return training
+
+
+def read_models(out_dir: pathlib.Path):
+    import keras
+
+    names = ("model.keras", "model_float.tflite", "model_int8.tflite")
+    missing = [name for name in names if not (out_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{out_dir}: missing {', '.join(missing)}; run `edge-fashion build --out {out_dir}` first")
+    return (keras.saving.load_model(out_dir / names[0]),
+            (out_dir / names[1]).read_bytes(), (out_dir / names[2]).read_bytes())
+
+
+def finish(config, dataset, training, stage, started) -> None:
+    """Convert, verify, report and bundle in `stage`; publish it, or keep it aside if int8 is refused."""
+    import shutil
+
+    from edge_fashion import bundle, evaluate, pipeline
+
+    try:
+        result = pipeline.convert_and_verify(config, dataset, training, stage, progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not result["gate"]["passed"]:
+        rejected = bundle.reject(stage, config.out_dir)
+        metrics = result["metrics"]
+        raise GateRefused(f"int8 accuracy {100 * metrics['int8']['accuracy']:.2f}% is {metrics['drop_points']:.2f} "
+                          f"points below float {100 * metrics['float_tflite']['accuracy']:.2f}% (allowed: "
+                          f"{config.max_drop:g}); refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
+    result["timings"]["total_seconds"] = time.perf_counter() - started
+    bundle.atomic_write_json(stage / "report.json", result)
+    bundle.publish(stage, config.out_dir)
+    click.echo(pipeline.summary(result, config.out_dir))
+
+
+def main():
+    cli(prog_name="edge-fashion")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
