@@ -1,0 +1,41 @@
+# Set-up, build and tests on a fresh Debian-like machine: `make build`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+OUT ?= build
+DATA_FILE = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Debian packages the tests need beside Python: a real sshd for deploy, debootstrap and qemu for the Pi userland.
+TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data build test test-packages clean
+
+setup: $(VENV)/.installed data
+
+data:
+	@test -f $(DATA_FILE) || { \
+	  echo "Installing Fashion-MNIST from Debian's package dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+	@test -f $(DATA_FILE) || { echo "error: $(DATA_FILE) still missing" >&2; exit 1; }
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) || { \
+	  echo "Installing python3-venv"; $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+build: setup
+	$(VENV)/bin/edge-fashion build --out $(OUT)
+
+test-packages:
+	@missing=$$(for package in $(TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing test packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
+
+test: setup test-packages
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) .cache build
