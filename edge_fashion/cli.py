@@ -187,6 +187,39 @@ def evaluate(**options):
     click.echo(f"int8 passes the gate: {verdict.drop_points:.2f} points below float (allowed {config.max_drop:g})")
 
 
+@cli.command("deploy")
+@click.argument("target")
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
+              default=config_module.BuildConfig().out_dir / "device", show_default=True,
+              help="The bundle to copy: a build's device/ folder.")
+@click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
+@click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="The private key to log in with (ssh -i).")
+@click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
+@click.option("--python", help="The target's Python [default: python3; --self-test prefers DIR/.venv].")
+@click.option("--install", is_flag=True,
+              help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
+@click.option("--self-test", is_flag=True, help="Run classify.py --self-test on the board and report it.")
+@user_errors
+def deploy_command(target, bundle_dir, install, self_test, **options):
+    """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, and verify it there.
+
+    Only files whose sha256 differs on the target travel. Each lands under a temporary name and
+    all are renamed into place at the end, so an interrupted deploy leaves the old bundle whole.
+    Then every file's sha256 is read back from the target.
+
+    \b
+    Examples:
+        edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
+        edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
+    """
+    from edge_fashion import deploy
+
+    destination = deploy.parse_target(target, **options)
+    deploy.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+
+
 def load_data(config):
     from edge_fashion import data
 
