@@ -1,43 +1,32 @@
 """Copy a device bundle to a board over SSH, or to a local folder, and verify it there.
 
-This module runs on both ends. On the host, `deploy()` checks the bundle, then starts this same
-file on the target as a small agent (`python3 -c` reads the source from stdin, through `ssh` or
-locally), one call per action:
-
-    list DIR NAME...   make DIR if needed; print the sha256 of each NAME in it
-    receive DIR        read a header line and the files from stdin; write each to a temporary
-                       name, fsync and check it; then rename them all into place
-    install DIR        python3 -m venv --system-site-packages DIR/.venv, then pip install -r
-                       DIR/requirements.txt into it
-    self-test DIR      run DIR/classify.py --self-test with DIR/.venv/bin/python when present
-
-So the target needs python3 (3.7 or newer) and nothing else: everything here is stdlib, and
-nothing from the package is imported on either end.
+`deploy()` reads the bundle and refuses a model that fails its manifest's sha256, then asks the
+target for the sha256 of each file, sends only those that differ, and reads every sha256 back.
+On the target the work is done by `deploy_agent.py`, which the board's python3 runs from stdin
+(nothing is installed there), through `ssh` so that ~/.ssh/config applies, or locally for a
+mounted SD card. One ssh connection (ControlMaster) serves all of a deploy's calls.
 
 Usage: edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
 """
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
-import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import typing
 
+from edge_fashion import deploy_agent
+
 CONNECT_TIMEOUT_SECONDS = 10  # How long ssh waits for the board to answer at all.
 CALL_TIMEOUT_SECONDS = 600  # The longest one agent call may take (pip on a Pi Zero is slow).
-AGENT_ERROR_EXIT = 3  # The agent's exit status for an error it explains on stderr.
-AGENT_ERROR_PREFIX = "edge-fashion deploy: "
 MANIFEST = "manifest.json"
 REMOTE_TARGET = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<directory>.*)$")
 
@@ -169,26 +158,26 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# The host's side of a call: start the agent, feed it, map its failures to one line.
-
-
 @contextlib.contextmanager
 def shared_connection(target: Target) -> typing.Iterator[Target]:
     """One ssh connection serves all of a deploy's calls (ControlMaster); closed at the end."""
     if target.host is None:
         yield target
         return
-    with tempfile.TemporaryDirectory(prefix="edge-fashion-ssh-") as folder:
-        shared = dataclasses.replace(target, control_folder=folder)
-        try:
-            yield shared
-        finally:
+    folder = tempfile.mkdtemp(prefix="edge-fashion-ssh-")
+    # A Unix socket's path holds at most 107 bytes, and %C takes 40 of them.
+    shared = dataclasses.replace(target, control_folder=folder) if len(folder) < 60 else target
+    try:
+        yield shared
+    finally:
+        if shared.control_folder:
             subprocess.run(["ssh", *ssh_options(shared), "-O", "exit", target.host],
                            capture_output=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def agent_command(target: Target, action: str, arguments: list[str], source_size: int) -> list[str]:
-    # The target's python3 reads exactly this file's source from stdin, then the payload.
+    # The target's python3 reads exactly the agent's source from stdin, then the payload.
     bootstrap = f"import sys; exec(sys.stdin.buffer.read({source_size}))"
     words = [action, target.directory, *arguments]
     if target.host is None:
@@ -216,7 +205,7 @@ def ssh_options(target: Target) -> list[str]:
 
 def call_agent(target: Target, action: str, arguments: list[str], payload: bytes = b"") -> dict:
     """Run one agent action on the target and return its JSON answer."""
-    source = pathlib.Path(__file__).read_bytes()
+    source = pathlib.Path(deploy_agent.__file__).read_bytes()
     command = agent_command(target, action, arguments, len(source))
     try:
         completed = subprocess.run(command, input=source + payload, capture_output=True,
@@ -233,8 +222,8 @@ def call_agent(target: Target, action: str, arguments: list[str], payload: bytes
 def explain_failure(target: Target, status: int, stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else f"exit status {status}"
-    if status == AGENT_ERROR_EXIT and last.startswith(AGENT_ERROR_PREFIX):
-        message = last[len(AGENT_ERROR_PREFIX):]
+    if status == deploy_agent.ERROR_EXIT and last.startswith(deploy_agent.ERROR_PREFIX):
+        message = last[len(deploy_agent.ERROR_PREFIX):]
         return f"{target.host}: {message}" if target.host else message
     if status == 127:
         return (f"no {target.python or 'python3'} on {target.host}: install it there "
@@ -254,128 +243,3 @@ def explain_failure(target: Target, status: int, stderr: str) -> str:
     if "Host key verification failed" in stderr:
         return f"{host}'s host key is unknown or has changed: check it with a plain `ssh {host}` first"
     return f"ssh {host} failed: {last}"
-
-
-# The target's side: these functions run there, under whatever python3 the board has.
-
-
-def agent_main(arguments: list[str]) -> None:
-    action, directory, rest = arguments[0], arguments[1], arguments[2:]
-    try:
-        folder = agent_folder(directory)
-        if action == "list":
-            answer = {"sha256": {name: agent_sha256(folder / name) for name in rest}}
-        elif action == "receive":
-            answer = {"received": agent_receive(folder, sys.stdin.buffer)}
-        elif action == "install":
-            answer = {"output": agent_install(folder)}
-        else:
-            answer = agent_self_test(folder, prefer_venv=rest == ["venv"])
-    except (DeployError, OSError) as error:
-        sys.stderr.write(f"{AGENT_ERROR_PREFIX}{agent_explain(error, directory)}\n")
-        sys.exit(AGENT_ERROR_EXIT)
-    sys.stdout.write(json.dumps(answer))
-
-
-def agent_explain(error: Exception, directory: str) -> str:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return f"no space left on the device that holds {directory}"
-    if isinstance(error, OSError) and error.filename:
-        return f"{error.strerror}: {error.filename}"
-    return str(error)
-
-
-def agent_folder(directory: str) -> pathlib.Path:
-    folder = pathlib.Path(directory).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise DeployError(f"{directory} is a file, not a folder: name a folder to deploy into")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def agent_sha256(path: pathlib.Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def agent_receive(folder: pathlib.Path, stream: typing.BinaryIO) -> list[str]:
-    """Write every file to a temporary name first, then rename all: an interrupted copy
-    leaves the old files whole, never a mix or a torn model."""
-    header = json.loads(stream.readline())
-    for entry in header:
-        for stale in folder.glob(f".{entry['name']}.partial-*"):
-            stale.unlink()  # Left by an earlier deploy that was killed.
-    partials = [folder / f".{entry['name']}.partial-{os.getpid()}" for entry in header]
-    try:
-        for entry, partial in zip(header, partials):
-            agent_write(partial, entry, stream)
-        for entry, partial in zip(header, partials):
-            os.replace(partial, folder / entry["name"])
-        agent_fsync_folder(folder)
-    finally:
-        for partial in partials:
-            if partial.exists():
-                partial.unlink()
-    return [entry["name"] for entry in header]
-
-
-def agent_write(partial: pathlib.Path, entry: dict, stream: typing.BinaryIO) -> None:
-    digest, left = hashlib.sha256(), entry["size"]
-    with partial.open("wb") as output:
-        while left > 0:
-            block = stream.read(min(left, 1 << 20))
-            if not block:
-                raise DeployError(f"the copy of {partial.parent}/{entry['name']} was cut off; the old files are kept")
-            digest.update(block)
-            output.write(block)
-            left -= len(block)
-        output.flush()
-        os.fsync(output.fileno())
-    if digest.hexdigest() != entry["sha256"]:
-        raise DeployError(f"{partial.parent}/{entry['name']} arrived damaged (sha256 differs); the old files are kept")
-
-
-def agent_fsync_folder(folder: pathlib.Path) -> None:
-    # Makes the renames themselves survive a power cut, as well as the files' bytes.
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def agent_run(command: list[str], what: str) -> str:
-    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace")
-    if completed.returncode == 0:
-        return completed.stdout
-    if "ensurepip is not available" in completed.stdout:
-        raise DeployError("python3 -m venv needs the python3-venv package: sudo apt install python3-venv")
-    lines = [line for line in completed.stdout.splitlines() if line.strip()]
-    raise DeployError(f"{what} failed: {lines[-1] if lines else completed.returncode}")
-
-
-def agent_install(folder: pathlib.Path) -> str:
-    venv = folder / ".venv"
-    output = agent_run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "venv")
-    return output + agent_run([str(venv / "bin" / "python"), "-m", "pip", "install",
-                               "--disable-pip-version-check", "-r", str(folder / "requirements.txt")],
-                              "pip install -r requirements.txt")
-
-
-def agent_self_test(folder: pathlib.Path, prefer_venv: bool) -> dict:
-    venv_python = folder / ".venv" / "bin" / "python"
-    python = str(venv_python) if prefer_venv and venv_python.exists() else sys.executable
-    completed = subprocess.run([python, "classify.py", "--self-test"], cwd=str(folder),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    return {"passed": completed.returncode == 0, "status": completed.returncode,
-            "python": python, "output": completed.stdout}
-
-
-if __name__ == "__main__":
-    agent_main(sys.argv[1:])

@@ -29,6 +29,8 @@ import time
 
 SSHD = pathlib.Path("/usr/sbin/sshd")
 HOST_ALIAS = "edge-test"
+SLOW_HOST_ALIAS = "edge-test-slow"  # The same server behind a 2 MB/s link.
+SLOW_BYTES_PER_SECOND = 2_000_000
 START_TIMEOUT_SECONDS = 10.0
 
 
@@ -84,11 +86,13 @@ def write_client_config(folder: pathlib.Path, port: int, user: str) -> pathlib.P
     (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
     config = folder / "ssh_config"
     config.write_text(
-        f"Host {HOST_ALIAS}\n"
+        f"Host {HOST_ALIAS} {SLOW_HOST_ALIAS}\n"
         "    HostName 127.0.0.1\n"
         f"    Port {port}\n"
         f"    User {user}\n"
         f"    IdentityFile {folder / 'user_key'}\n"
+        f"Host {SLOW_HOST_ALIAS}\n"
+        f"    ProxyCommand {sys.executable} {pathlib.Path(__file__).resolve()} relay %h %p {SLOW_BYTES_PER_SECOND}\n"
         "Host *\n"
         "    IdentitiesOnly yes\n"
         "    IdentityAgent none\n"

@@ -1,0 +1,161 @@
+"""The target's half of `edge-fashion deploy`: a small program that runs on the board.
+
+The host never installs it: for each call it starts the board's python3 with
+`python3 -c 'import sys; exec(sys.stdin.buffer.read(SIZE))' ACTION DIR [ARGUMENT...]` (over ssh,
+or locally for a folder target) and writes this file's source, then the call's data, to its
+stdin. So it imports only the standard library and runs on Python 3.7 or newer. Actions:
+
+    list DIR NAME...   make DIR if needed; answer the sha256 of each NAME in it (null if absent)
+    receive DIR        read a JSON header line [{name, size, sha256}] and then the files' bytes;
+                       write each to a temporary name, fsync and check it, then rename all
+    install DIR        python3 -m venv --system-site-packages DIR/.venv; pip install -r
+                       DIR/requirements.txt into it
+    self-test DIR venv|given   run classify.py --self-test with DIR/.venv/bin/python when
+                       present and asked for ("venv"), else with this python
+
+Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
+one line on stderr, "edge-fashion deploy: <what went wrong>".
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import typing
+
+ERROR_EXIT = 3
+ERROR_PREFIX = "edge-fashion deploy: "
+BLOCK_BYTES = 1 << 20  # Reads and writes go in blocks of 1 MiB; a Pi Zero has 512 MB.
+
+
+class AgentError(Exception):
+    """A failure on the target, said in one line."""
+
+
+def main(arguments: list[str]) -> None:
+    action, directory, rest = arguments[0], arguments[1], arguments[2:]
+    try:
+        folder = open_folder(directory)
+        if action == "list":
+            answer = {"sha256": {name: file_sha256(folder / name) for name in rest}}
+        elif action == "receive":
+            answer = {"received": receive(folder, sys.stdin.buffer)}
+        elif action == "install":
+            answer = {"output": install(folder)}
+        elif action == "self-test":
+            answer = self_test(folder, prefer_venv=rest == ["venv"])
+        else:
+            raise AgentError(f"unknown action {action!r}: the host and the agent disagree")
+    except (AgentError, OSError) as error:
+        sys.stderr.write(f"{ERROR_PREFIX}{explain(error, directory)}\n")
+        sys.exit(ERROR_EXIT)
+    sys.stdout.write(json.dumps(answer))
+
+
+def explain(error: Exception, directory: str) -> str:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"no space left on the device that holds {directory}"
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    return str(error)
+
+
+def open_folder(directory: str) -> pathlib.Path:
+    folder = pathlib.Path(directory).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise AgentError(f"{directory} is a file, not a folder: name a folder to deploy into")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def file_sha256(path: pathlib.Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def receive(folder: pathlib.Path, stream: typing.BinaryIO) -> list[str]:
+    """Write every file under a temporary name first, then rename them all (the manifest comes
+    last): an interrupted copy leaves the old files whole, never a torn model."""
+    header = json.loads(stream.readline())
+    for entry in header:
+        for stale in folder.glob(f".{entry['name']}.partial-*"):
+            stale.unlink()  # Left by an earlier deploy that was killed.
+    partials = [folder / f".{entry['name']}.partial-{os.getpid()}" for entry in header]
+    try:
+        for entry, partial in zip(header, partials):
+            write_partial(partial, entry, stream)
+        for entry, partial in zip(header, partials):
+            os.replace(partial, folder / entry["name"])
+        fsync_folder(folder)
+    finally:
+        for partial in partials:
+            if partial.exists():
+                partial.unlink()
+    return [entry["name"] for entry in header]
+
+
+def write_partial(partial: pathlib.Path, entry: dict, stream: typing.BinaryIO) -> None:
+    digest, left = hashlib.sha256(), entry["size"]
+    with partial.open("wb") as output:
+        while left > 0:
+            block = stream.read(min(left, BLOCK_BYTES))
+            if not block:
+                raise AgentError(f"the copy of {partial.parent / entry['name']} was cut off; the old file is kept")
+            digest.update(block)
+            output.write(block)
+            left -= len(block)
+        output.flush()
+        os.fsync(output.fileno())
+    if digest.hexdigest() != entry["sha256"]:
+        raise AgentError(f"{partial.parent / entry['name']} arrived damaged (sha256 differs); the old file is kept")
+
+
+def fsync_folder(folder: pathlib.Path) -> None:
+    # Makes the renames survive a power cut, as well as the files' bytes.
+    descriptor = os.open(str(folder), os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def run_step(command: list[str], what: str) -> str:
+    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, errors="replace")
+    if completed.returncode == 0:
+        return completed.stdout
+    if "ensurepip is not available" in completed.stdout or "No module named venv" in completed.stdout:
+        raise AgentError("python3 -m venv needs the python3-venv package there: sudo apt install python3-venv")
+    lines = [line.strip() for line in completed.stdout.splitlines() if line.strip()]
+    raise AgentError(f"{what} failed: {lines[-1] if lines else f'exit status {completed.returncode}'}")
+
+
+def install(folder: pathlib.Path) -> str:
+    venv = folder / ".venv"
+    # --system-site-packages: Debian's numpy, Pillow and python3-picamera2 serve from apt.
+    output = run_step([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "python3 -m venv")
+    return output + run_step([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                              "-r", str(folder / "requirements.txt")], "pip install -r requirements.txt")
+
+
+def self_test(folder: pathlib.Path, prefer_venv: bool) -> dict:
+    venv_python = folder / ".venv" / "bin" / "python"
+    python = str(venv_python) if prefer_venv and venv_python.exists() else sys.executable
+    completed = subprocess.run([python, "classify.py", "--self-test"], cwd=str(folder),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    return {"passed": completed.returncode == 0, "status": completed.returncode,
+            "python": python, "output": completed.stdout}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

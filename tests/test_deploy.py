@@ -1,0 +1,246 @@
+"""`edge-fashion deploy`: into a local folder and, through a real OpenSSH server, into this machine."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import sshd
+from conftest import run_cli
+from edge_fashion import deploy
+
+MODEL = "model_int8.tflite"
+TEST_CALL_TIMEOUT_SECONDS = 60  # No agent call in these tests may hang the suite for long.
+
+
+@pytest.fixture(autouse=True)
+def bounded_calls(monkeypatch):
+    monkeypatch.setattr(deploy, "CALL_TIMEOUT_SECONDS", TEST_CALL_TIMEOUT_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def ssh_server(tmp_path_factory):
+    if not sshd.SSHD.exists():
+        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
+    with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def bundle_dir(tiny_build) -> pathlib.Path:
+    return tiny_build / "device"
+
+
+def over_ssh(server: sshd.SshServer, directory: pathlib.Path, **options) -> deploy.Target:
+    return deploy.parse_target(f"{sshd.HOST_ALIAS}:{directory}", ssh_config=server.config, **options)
+
+
+def assert_same_files(bundle_dir: pathlib.Path, directory: pathlib.Path) -> None:
+    for path in bundle_dir.iterdir():
+        assert (directory / path.name).read_bytes() == path.read_bytes(), path.name
+    assert not list(directory.glob(".*.partial-*"))
+
+
+def bundle_with_model(bundle_dir: pathlib.Path, folder: pathlib.Path, model: bytes) -> pathlib.Path:
+    """A copy of the bundle with another model, and a manifest whose sha256 matches it."""
+    shutil.copytree(bundle_dir, folder)
+    (folder / MODEL).write_bytes(model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model"].update(sha256=deploy.sha256_bytes(model), size_bytes=len(model))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def flip_byte(path: pathlib.Path, offset: int = 1000) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("text, host, directory", [
+    ("pi@raspberrypi.local:fashion", "pi@raspberrypi.local", "fashion"),
+    ("board:/opt/fashion", "board", "/opt/fashion"),
+    ("pi@[fe80::1]:fashion", "pi@fe80::1", "fashion"),
+    ("/media/sd/rootfs/home/pi/fashion", None, "/media/sd/rootfs/home/pi/fashion"),
+    ("./odd:name", None, "./odd:name"),
+])
+def test_parse_target(text, host, directory):
+    target = deploy.parse_target(text, port=2222)
+    assert (target.host, target.directory, target.port) == (host, directory, 2222)
+    assert str(target) == text.replace("[fe80::1]", "fe80::1")
+
+
+def test_a_target_without_a_folder_is_refused():
+    with pytest.raises(deploy.DeployError, match="name a folder after the colon"):
+        deploy.parse_target("pi@raspberrypi.local:")
+
+
+def test_local_deploy_then_redeploy_sends_nothing(bundle_dir, tmp_path):
+    card = tmp_path / "card" / "fashion"
+    first = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
+    assert set(first.sent) == {path.name for path in bundle_dir.iterdir()}
+    assert first.sent[-1] == "manifest.json"
+    assert_same_files(bundle_dir, card)
+    again = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
+    assert (again.sent, again.bytes_sent, again.verified) == ((), 0, len(first.sent))
+
+
+def test_a_model_that_fails_its_manifest_is_never_shipped(bundle_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    flip_byte(broken / MODEL)
+    with pytest.raises(deploy.DeployError, match="does not match the sha256 in its manifest"):
+        deploy.deploy(broken, deploy.parse_target(str(tmp_path / "card")))
+    assert not (tmp_path / "card").exists()
+
+
+def test_install_needs_a_board(bundle_dir, tmp_path):
+    with pytest.raises(deploy.DeployError, match="needs an ssh target"):
+        deploy.deploy(bundle_dir, deploy.parse_target(str(tmp_path / "card")), install=True)
+
+
+def test_deploy_over_ssh_redeploy_and_repair(ssh_server, bundle_dir, tmp_path):
+    board = tmp_path / "board"
+    result = run_cli("deploy", "--bundle", str(bundle_dir), "--ssh-config", str(ssh_server.config),
+                     f"{sshd.HOST_ALIAS}:{board}")
+    assert f"sending {MODEL}" in result.output
+    assert "6 sent" in result.output and "6 verified by sha256" in result.output
+    assert_same_files(bundle_dir, board)
+
+    again = deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
+    assert (again.sent, again.bytes_sent, again.verified) == ((), 0, 6)
+
+    flip_byte(board / MODEL)
+    with (board / "labels.txt").open("a") as labels:
+        labels.write("Sock\n")
+    repaired = deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
+    assert sorted(repaired.sent) == ["labels.txt", MODEL]
+    assert_same_files(bundle_dir, board)
+
+
+def test_port_and_identity_options(ssh_server, bundle_dir, tmp_path):
+    # No alias here: user, port and key come from the options, host keys from the config.
+    target = deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{tmp_path / 'board'}", port=ssh_server.port,
+                                 identity=ssh_server.identity, ssh_config=ssh_server.config)
+    assert len(deploy.deploy(bundle_dir, target).sent) == 6
+
+
+def test_a_killed_deploy_leaves_the_old_model_whole(ssh_server, bundle_dir, tmp_path):
+    board = tmp_path / "board"
+    deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
+    old_files = {path.name: path.read_bytes() for path in board.iterdir()}
+    # A 4 MB model over a 2 MB/s link: the deploy is killed once 1 MB of it has landed.
+    big_bundle = bundle_with_model(bundle_dir, tmp_path / "big", os.urandom(4_000_000))
+    command = [sys.executable, "-m", "edge_fashion", "deploy", "--bundle", str(big_bundle),
+               "--ssh-config", str(ssh_server.config), f"{sshd.SLOW_HOST_ALIAS}:{board}"]
+    with tempfile.TemporaryDirectory() as temporary:  # Takes what SIGKILL leaves in $TMPDIR.
+        process = subprocess.Popen(command, start_new_session=True, env={**os.environ, "TMPDIR": temporary},
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for_partial(board, f".{MODEL}.partial-*", 1_000_000, process)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    assert {path.name: path.read_bytes() for path in board.iterdir() if not path.name.startswith(".")} == old_files
+    wait_until(lambda: not list(board.glob(".*.partial-*")), "the agent removes its partial files")
+
+    finished = deploy.deploy(big_bundle, over_ssh(ssh_server, board))
+    assert sorted(finished.sent) == ["manifest.json", MODEL]
+    assert_same_files(big_bundle, board)
+
+
+def wait_for_partial(board: pathlib.Path, pattern: str, size: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while not any(partial.stat().st_size >= size for partial in board.glob(pattern)):
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline, f"no {pattern} of {size} bytes within 30 s"
+        time.sleep(0.01)
+
+
+def wait_until(condition, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_install_makes_a_venv_with_system_site_packages(ssh_server, bundle_dir, tmp_path):
+    # Nothing to download: the real requirements.txt is tested where the device venv is made.
+    offline = tmp_path / "offline"
+    shutil.copytree(bundle_dir, offline)
+    (offline / "requirements.txt").write_text("# Nothing to install in this test.\n")
+    board = tmp_path / "board"
+    deploy.deploy(offline, over_ssh(ssh_server, board, python="/usr/bin/python3"), install=True)
+    assert (board / ".venv" / "bin" / "python").exists()
+    assert "include-system-site-packages = true" in (board / ".venv" / "pyvenv.cfg").read_text()
+
+
+def test_self_test_over_ssh(ssh_server, bundle_dir, tmp_path, device_python):
+    board = tmp_path / "board"
+    target = over_ssh(ssh_server, board, python=str(device_python))
+    result = deploy.deploy(bundle_dir, target, self_test=True)
+    assert "PASS" in result.self_test_output
+    flip_byte(board / MODEL)
+    with pytest.raises(deploy.DeployError, match="self-test FAILED"):
+        deploy.run_self_test(target, progress=lambda line: None)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: too small for the model."""
+    folder = tmp_path / "tiny_disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_no_space_left(ssh_server, bundle_dir, tiny_disk):
+    for target in (over_ssh(ssh_server, tiny_disk / "fashion"), deploy.parse_target(str(tiny_disk / "card"))):
+        with pytest.raises(deploy.DeployError, match="no space left on the device that holds") as error:
+            deploy.deploy(bundle_dir, target)
+        assert "\n" not in str(error.value)
+    assert not list(tiny_disk.glob("*/.*.partial-*"))
+    assert not (tiny_disk / "fashion" / MODEL).exists()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("unreachable", r"^cannot reach .*: connection refused"),
+    ("unknown host", r"^cannot reach nosuchhost\.invalid: unknown host name"),
+    ("wrong key", r"refused authentication"),
+    ("no python3", r"^no python3\.99 on edge-test: install it"),
+    ("dir is a file", r"^edge-test: .*/labels\.txt is a file, not a folder"),
+])
+def test_one_line_errors(ssh_server, bundle_dir, tmp_path, case, expected):
+    board = tmp_path / "board"
+    targets = {
+        "unreachable": deploy.parse_target(f"127.0.0.1:{board}", port=sshd.free_port(), ssh_config=ssh_server.config),
+        "unknown host": deploy.parse_target(f"nosuchhost.invalid:{board}", ssh_config=ssh_server.config),
+        "wrong key": deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{board}", port=ssh_server.port,
+                                         identity=ssh_server.other_identity, ssh_config=ssh_server.config),
+        "no python3": over_ssh(ssh_server, board, python="python3.99"),
+        "dir is a file": over_ssh(ssh_server, board / "labels.txt"),
+    }
+    board.mkdir()
+    (board / "labels.txt").write_text("not a folder\n")
+    with pytest.raises(deploy.DeployError, match=expected) as error:
+        deploy.deploy(bundle_dir, targets[case])
+    assert "\n" not in str(error.value)
+
+
+def test_the_cli_says_it_in_one_line(ssh_server, bundle_dir, tmp_path):
+    result = run_cli("deploy", "--bundle", str(bundle_dir), "--ssh-config", str(ssh_server.config),
+                     "--port", str(sshd.free_port()), f"127.0.0.1:{tmp_path}", expect_exit=1)
+    assert result.output.startswith("Error: cannot reach 127.0.0.1: connection refused")
+    assert result.output.count("\n") == 1
