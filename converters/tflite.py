@@ -57,10 +57,11 @@ def to_float(model) -> bytes:
     return convert_quietly(tf.lite.TFLiteConverter.from_keras_model(model))
 
 
-def to_int8(model, representative_images: np.ndarray, io_dtype: str = "uint8") -> bytes:
+def to_int8(model, representative_images: np.ndarray, io_dtype: str = "uint8", per_channel: bool = True) -> bytes:
     """Every op int8; input and output `io_dtype`; ranges calibrated on `representative_images`.
 
-    `representative_images` is (N, 28, 28) uint8, drawn from the training split.
+    `representative_images` is (N, 28, 28) uint8, drawn from the training split. `per_channel`
+    gives each output unit of a Dense layer its own weight scale; False shares one per layer.
     """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"io dtype must be one of {', '.join(IO_DTYPES)}, not {io_dtype!r}")
@@ -77,6 +78,7 @@ def to_int8(model, representative_images: np.ndarray, io_dtype: str = "uint8") -
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = IO_DTYPES[io_dtype]
     converter.inference_output_type = IO_DTYPES[io_dtype]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel
     return convert_quietly(converter)
 
 

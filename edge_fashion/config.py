@@ -21,8 +21,11 @@ class BuildConfig:
     # 30 epochs of AdamW with cosine decay and dropout 0.2 gave 90.0% float test accuracy here.
     epochs: int = 30
     batch_size: int = 128
-    # Peak learning rate of the cosine schedule, reached after `warmup_epochs`.
+    # Peak learning rate, reached after the warm-up.
     learning_rate: float = 2e-3
+    # "cosine": linear warm-up for `warmup_epochs` from a tenth of the peak, then cosine decay to zero;
+    # "one-cycle": warm-up over the first 30% of the steps from 1/25 of the peak, then cosine decay.
+    schedule: str = "cosine"
     warmup_epochs: int = 1
     # AdamW's decoupled weight decay.
     weight_decay: float = 1e-4
@@ -30,6 +33,15 @@ class BuildConfig:
     dropout: float = 0.2
     # Softens one-hot targets; 0 turns it off.
     label_smoothing: float = 0.0
+    # Augmentation, training only: random shifts of up to this many pixels each way (0: none).
+    shift_pixels: int = 0
+    # Random horizontal flips (clothes are near-symmetric; the shoes all face left, so measure it).
+    flip: bool = False
+    # Mixup's Beta(alpha, alpha): blends pairs of images and their labels; 0 turns it off.
+    mixup: float = 0.0
+    # Momentum of an exponential moving average of the weights, which is then what is validated
+    # and exported; 0 turns it off. 0.999 averages over about 1,000 steps (2.3 epochs).
+    ema_momentum: float = 0.0
     # Calibration images for int8, drawn from the training split, stratified by class.
     representative_samples: int = 300
     # The int8 model's input and output type: "uint8" feeds raw pixels, "int8" is the signed variant.

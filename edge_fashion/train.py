@@ -66,16 +66,87 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(config: config_module.BuildConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """AdamW with a linear warm-up to the peak rate, then cosine decay to zero."""
-    warmup_steps = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10 if warmup_steps else config.learning_rate,
-        decay_steps=max(1, config.epochs * steps_per_epoch - warmup_steps),
+SCHEDULES = ("cosine", "one-cycle")
+ONE_CYCLE_WARMUP = 0.3  # Share of the steps spent warming up in the one-cycle schedule.
+
+
+def make_schedule(config: config_module.BuildConfig, steps_per_epoch: int):
+    """A linear warm-up to the peak rate, then cosine decay to zero (see `BuildConfig.schedule`)."""
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {config.schedule!r}")
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "one-cycle":
+        warmup_steps, start = int(ONE_CYCLE_WARMUP * total_steps), config.learning_rate / 25
+    else:
+        warmup_steps = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+        start = config.learning_rate / 10
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=start if warmup_steps else config.learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
         warmup_target=config.learning_rate if warmup_steps else None,
         warmup_steps=warmup_steps,
     )
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def make_optimizer(config: config_module.BuildConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW on the schedule, keeping a moving average of the weights when `ema_momentum` > 0."""
+    return keras.optimizers.AdamW(
+        learning_rate=make_schedule(config, steps_per_epoch), weight_decay=config.weight_decay,
+        use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99,
+    )
+
+
+# Augmentation on whole batches inside tf.data, from stateless random ops with per-batch seeds,
+# so the same seed gives the same images on the CPU.
+
+def shift(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:
+    """Move each (28, 28) image by its own random offset of up to `pixels` each way, filling with 0."""
+    padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels]])
+    offsets = tf.random.stateless_uniform((tf.shape(images)[0], 2), seed, 0, 2 * pixels + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(28)[tf.newaxis]  # (B, 28)
+    columns = offsets[:, 1:] + tf.range(28)[tf.newaxis]
+    images = tf.gather(padded, rows, axis=1, batch_dims=1)  # (B, 28, 28 + 2 * pixels)
+    return tf.gather(images, columns, axis=2, batch_dims=1)
+
+
+def flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror a random half of the images left to right."""
+    mirrored = tf.random.stateless_uniform((tf.shape(images)[0],), seed) < 0.5
+    return tf.where(mirrored[:, tf.newaxis, tf.newaxis], tf.reverse(images, [2]), images)
+
+
+def mixup(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
+    """Blend each image and target with the batch's mirror image, weight drawn from Beta(alpha, alpha)."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    size = (tf.shape(images)[0],)
+    draws = [tf.random.stateless_gamma(size, seeds[part], alpha) for part in (0, 1)]
+    weight = draws[0] / (draws[0] + draws[1])
+    blend = lambda values, weights: weights * values + (1 - weights) * tf.reverse(values, [0])
+    return blend(images, weight[:, tf.newaxis, tf.newaxis]), blend(targets, weight[:, tf.newaxis])
+
+
+def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor):
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    shift_seed, flip_seed, mixup_seed = seeds[0], seeds[1], seeds[2]
+    if config.shift_pixels > 0:
+        images = shift(images, config.shift_pixels, shift_seed)
+    if config.flip:
+        images = flip(images, flip_seed)
+    if config.mixup > 0:
+        images, targets = mixup(images, targets, config.mixup, mixup_seed)
+    return images, targets
+
+
+def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data.Dataset:
+    """Endless shuffled, augmented batches of (float32 pixels, one-hot targets); reshuffled every pass."""
+    images, targets = tf.constant(split.train_images), tf.constant(one_hot(split.train_labels))
+    count = len(split.train_labels)
+    indices = tf.data.Dataset.range(count).shuffle(count, seed=config.seed, reshuffle_each_iteration=True)
+    batches = indices.repeat().batch(config.batch_size)
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
+    gather = lambda chosen, seed: augment(
+        config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed)
+    return tf.data.Dataset.zip(batches, seeds).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -109,11 +180,13 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
             metrics=["accuracy"],
         )
     keep_best, started = KeepBest(), time.perf_counter()
+    # With a moving average, validate and keep the averaged weights (the swap must run before KeepBest).
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum > 0 else []
     fitted = network.fit(
-        split.train_images.astype(np.float32), one_hot(split.train_labels),
+        # The dataset shuffles itself (seeded); Keras' own shuffle would only warn.
+        training_dataset(config, split), steps_per_epoch=steps_per_epoch, shuffle=False,
         validation_data=(split.validation_images.astype(np.float32), one_hot(split.validation_labels)),
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-        callbacks=[keep_best], verbose=1 if sys.stdout.isatty() else 2,
+        validation_batch_size=1000, epochs=config.epochs, callbacks=[*swap, keep_best], verbose=1 if sys.stdout.isatty() else 2,
     )
     network.set_weights(keep_best.best_weights)
     history = {key: [float(value) for value in values] for key, values in fitted.history.items()}
