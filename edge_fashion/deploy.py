@@ -216,7 +216,12 @@ def call_agent(target: Target, action: str, arguments: list[str], payload: bytes
         raise DeployError(f"{target}: no answer within {CALL_TIMEOUT_SECONDS} s") from error
     if completed.returncode != 0:
         raise DeployError(explain_failure(target, completed.returncode, completed.stderr.decode(errors="replace")))
-    return json.loads(completed.stdout)
+    # The answer is the last line: a chatty login script on the board may print before it.
+    lines = completed.stdout.decode(errors="replace").splitlines() or [""]
+    try:
+        return json.loads(lines[-1])
+    except ValueError as error:
+        raise DeployError(f"{target}: the agent's answer is not JSON: {lines[-1][:80]!r}") from error
 
 
 def explain_failure(target: Target, status: int, stderr: str) -> str:
@@ -225,7 +230,7 @@ def explain_failure(target: Target, status: int, stderr: str) -> str:
     if status == deploy_agent.ERROR_EXIT and last.startswith(deploy_agent.ERROR_PREFIX):
         message = last[len(deploy_agent.ERROR_PREFIX):]
         return f"{target.host}: {message}" if target.host else message
-    if status == 127:
+    if status == 127 and target.host:
         return (f"no {target.python or 'python3'} on {target.host}: install it there "
                 "(sudo apt install python3) or name another with --python")
     if status != 255 or target.host is None:
@@ -233,13 +238,13 @@ def explain_failure(target: Target, status: int, stderr: str) -> str:
     host = target.host
     if "Could not resolve hostname" in stderr:
         return f"cannot reach {host}: unknown host name (check the name, or ~/.ssh/config)"
+    if "Permission denied" in stderr or "Too many authentication failures" in stderr:
+        return (f"{host} refused authentication: no key of yours is accepted there "
+                "(--identity, ssh-agent, ~/.ssh/config; try ssh-copy-id)")
     for reason in ("Connection refused", "Connection timed out", "No route to host",
                    "Network is unreachable", "Connection reset", "Connection closed"):
         if reason in stderr:
             return f"cannot reach {host}: {reason.lower()} (is it on, on the network, running sshd?)"
-    if "Permission denied" in stderr or "Too many authentication failures" in stderr:
-        return (f"{host} refused authentication: no key of yours is accepted there "
-                "(--identity, ssh-agent, ~/.ssh/config; try ssh-copy-id)")
     if "Host key verification failed" in stderr:
         return f"{host}'s host key is unknown or has changed: check it with a plain `ssh {host}` first"
     return f"ssh {host} failed: {last}"

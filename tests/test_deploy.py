@@ -110,12 +110,13 @@ def test_deploy_over_ssh_redeploy_and_repair(ssh_server, bundle_dir, tmp_path):
     board = tmp_path / "board"
     result = run_cli("deploy", "--bundle", str(bundle_dir), "--ssh-config", str(ssh_server.config),
                      f"{sshd.HOST_ALIAS}:{board}")
+    count = len(list(bundle_dir.iterdir()))
     assert f"sending {MODEL}" in result.output
-    assert "6 sent" in result.output and "6 verified by sha256" in result.output
+    assert f"{count} sent" in result.output and f"{count} verified by sha256" in result.output
     assert_same_files(bundle_dir, board)
 
     again = deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
-    assert (again.sent, again.bytes_sent, again.verified) == ((), 0, 6)
+    assert (again.sent, again.bytes_sent, again.verified) == ((), 0, count)
 
     flip_byte(board / MODEL)
     with (board / "labels.txt").open("a") as labels:
@@ -129,7 +130,7 @@ def test_port_and_identity_options(ssh_server, bundle_dir, tmp_path):
     # No alias here: user, port and key come from the options, host keys from the config.
     target = deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{tmp_path / 'board'}", port=ssh_server.port,
                                  identity=ssh_server.identity, ssh_config=ssh_server.config)
-    assert len(deploy.deploy(bundle_dir, target).sent) == 6
+    assert len(deploy.deploy(bundle_dir, target).sent) == len(list(bundle_dir.iterdir()))
 
 
 def test_a_killed_deploy_leaves_the_old_model_whole(ssh_server, bundle_dir, tmp_path):
@@ -219,6 +220,7 @@ def test_no_space_left(ssh_server, bundle_dir, tiny_disk):
     ("unreachable", r"^cannot reach .*: connection refused"),
     ("unknown host", r"^cannot reach nosuchhost\.invalid: unknown host name"),
     ("wrong key", r"refused authentication"),
+    ("unknown host key", r"^.*@localhost's host key is unknown or has changed"),
     ("no python3", r"^no python3\.99 on edge-test: install it"),
     ("dir is a file", r"^edge-test: .*/labels\.txt is a file, not a folder"),
 ])
@@ -229,6 +231,8 @@ def test_one_line_errors(ssh_server, bundle_dir, tmp_path, case, expected):
         "unknown host": deploy.parse_target(f"nosuchhost.invalid:{board}", ssh_config=ssh_server.config),
         "wrong key": deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{board}", port=ssh_server.port,
                                          identity=ssh_server.other_identity, ssh_config=ssh_server.config),
+        "unknown host key": deploy.parse_target(f"{ssh_server.user}@localhost:{board}", port=ssh_server.port,
+                                               identity=ssh_server.identity, ssh_config=ssh_server.config),
         "no python3": over_ssh(ssh_server, board, python="python3.99"),
         "dir is a file": over_ssh(ssh_server, board / "labels.txt"),
     }
