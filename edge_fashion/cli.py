@@ -220,6 +220,35 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
     deploy.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
 
 
+@cli.command("bench")
+@click.argument("build_dir", required=False, default=config_module.BuildConfig().out_dir,
+                type=click.Path(path_type=pathlib.Path, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
+              help="Folder for bench.json, bench.md and bench.png [default: BUILD_DIR].")
+@click.option("--invokes", type=click.IntRange(1),
+              help="Timed single-image invokes per model and runtime [default: 1000; --quick: 200].")
+@click.option("--quick", is_flag=True, help="Fewer repetitions: a smoke test with noisier figures.")
+@click.option("--device-python", type=click.Path(path_type=pathlib.Path, dir_okay=False),
+              help="The python of an environment with tflite-runtime [default: .cache/device-venv's, if any].")
+@user_errors
+def bench_command(build_dir, out_dir, invokes, quick, device_python):
+    """Measure BUILD_DIR's models on this machine: size, cold start, latency, throughput, memory.
+
+    Each model runs under each runtime found (tflite-runtime, ai-edge-litert, TensorFlow) in a
+    process of its own; a runtime that is not installed is reported as such. Writes bench.json,
+    bench.md and bench.png, and prints the table with the targets met or missed.
+
+    \b
+    Example:
+        edge-fashion bench build
+        edge-fashion bench build --quick --device-python .cache/device-venv/bin/python
+    """
+    from edge_fashion import bench, bench_report
+
+    config = bench.make_config(build_dir, quick=quick, out_dir=out_dir, invokes=invokes, device_python=device_python)
+    click.echo(bench_report.markdown(bench.run_bench(config, progress)))
+
+
 def load_data(config):
     from edge_fashion import data
 
