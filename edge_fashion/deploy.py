@@ -146,7 +146,7 @@ def install_requirements(target: Target, progress: typing.Callable[[str], None])
 
 def run_self_test(target: Target, progress: typing.Callable[[str], None]) -> str:
     """Run classify.py --self-test on the target; raise DeployError when it does not pass."""
-    answer = call_agent(target, "self-test", ["given" if target.python else "venv"])
+    answer = call_agent(target, "self-test", [target.python] if target.python else [])
     progress(f"self-test on {target} with {answer['python']}:")
     progress(answer["output"].rstrip())
     if not answer["passed"]:

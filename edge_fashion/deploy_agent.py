@@ -10,8 +10,8 @@ stdin. So it imports only the standard library and runs on Python 3.7 or newer. 
                        write each to a temporary name, fsync and check it, then rename all
     install DIR        python3 -m venv --system-site-packages DIR/.venv; pip install -r
                        DIR/requirements.txt into it
-    self-test DIR venv|given   run classify.py --self-test with DIR/.venv/bin/python when
-                       present and asked for ("venv"), else with this python
+    self-test DIR [PYTHON]   run DIR/classify.py --self-test with PYTHON if given, else
+                       DIR/.venv/bin/python if present, else the python running this
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -48,7 +48,7 @@ def main(arguments: list[str]) -> None:
         elif action == "install":
             answer = {"output": install(folder)}
         elif action == "self-test":
-            answer = self_test(folder, prefer_venv=rest == ["venv"])
+            answer = self_test(folder, rest[0] if rest else None)
         else:
             raise AgentError(f"unknown action {action!r}: the host and the agent disagree")
     except (AgentError, OSError) as error:
@@ -148,9 +148,10 @@ def install(folder: pathlib.Path) -> str:
                               "-r", str(folder / "requirements.txt")], "pip install -r requirements.txt")
 
 
-def self_test(folder: pathlib.Path, prefer_venv: bool) -> dict:
+def self_test(folder: pathlib.Path, python: str | None) -> dict:
     venv_python = folder / ".venv" / "bin" / "python"
-    python = str(venv_python) if prefer_venv and venv_python.exists() else sys.executable
+    if python is None:
+        python = str(venv_python) if venv_python.exists() else sys.executable
     completed = subprocess.run([python, "classify.py", "--self-test"], cwd=str(folder),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     return {"passed": completed.returncode == 0, "status": completed.returncode,
