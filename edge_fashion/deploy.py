@@ -171,8 +171,9 @@ def shared_connection(target: Target) -> typing.Iterator[Target]:
         yield shared
     finally:
         if shared.control_folder:
-            subprocess.run(["ssh", *ssh_options(shared), "-O", "exit", target.host],
-                           capture_output=True, timeout=CONNECT_TIMEOUT_SECONDS)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(["ssh", *ssh_options(shared), "-O", "exit", target.host],
+                               capture_output=True, timeout=CONNECT_TIMEOUT_SECONDS)
         shutil.rmtree(folder, ignore_errors=True)
 
 
