@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_fashion import config as config_module  # noqa: E402
 from edge_fashion import data, evaluate, pipeline, train  # noqa: E402
-from converters import tflite  # noqa: E402
+from converters import ai_edge, tflite  # noqa: E402
 
 LOG = REPO / "benchmarks" / "accuracy.jsonl"
 DOC = REPO / "docs" / "accuracy.md"
@@ -105,17 +105,71 @@ def command_quantize(arguments) -> None:
         for per_channel in (True, False):
             calibration_config = dataclasses.replace(config, representative_samples=samples)
             started = time.perf_counter()
-            int8_content = tflite.to_int8(model, pipeline.representative_images(calibration_config, dataset),
-                                          config.io_dtype, per_channel=per_channel)
+            calibration = pipeline.representative_images(calibration_config, dataset)
+            if arguments.quantizer == "ai-edge":
+                int8_content = ai_edge.to_int8(model, calibration, "int8", per_channel=per_channel)
+            else:
+                int8_content = tflite.to_int8(model, calibration, config.io_dtype, per_channel=per_channel)
             record = {"kind": "quantize", "name": arguments.name, "seed": arguments.seed, "overrides": overrides,
-                      "quantizer": "converter", "samples": samples, "per_channel": per_channel,
+                      "quantizer": arguments.quantizer, "samples": samples, "per_channel": per_channel,
                       "convert_seconds": time.perf_counter() - started}
             record.update(int8_figures(config, dataset, split, model, float_content, int8_content))
             append(record)
 
 
+def read_log() -> list[dict]:
+    return [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()] if LOG.exists() else []
+
+
+def percent(values: list[float]) -> str:
+    """Mean in percent, with the spread (max - min) when there is more than one value."""
+    mean = 100 * sum(values) / len(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {50 * (max(values) - min(values)):.2f}"
+
+
+def describe(overrides: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in overrides.items()) or "defaults"
+
+
+def training_table(records: list[dict]) -> list[str]:
+    """One row per (name, overrides), seeds pooled: mean ± half the range."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["name"], json.dumps(record["overrides"], sort_keys=True)), []).append(record)
+    lines = ["| run | overrides | seeds | validation % | float test % | int8 test % | agreement % | "
+             "train s | load |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (name, _), runs in groups.items():
+        column = lambda key: percent([run[key] for run in runs])  # noqa: E731
+        seconds = sum(run["train_seconds"] for run in runs) / len(runs)
+        load = sum(run["load_average"] for run in runs) / len(runs)
+        lines.append(f"| {name} | {describe(runs[0]['overrides'])} | {', '.join(str(run['seed']) for run in runs)} | "
+                     f"{column('best_validation')} | {column('float_test')} | {column('int8_test')} | "
+                     f"{column('agreement_test')} | {seconds:.0f} | {load:.1f} |")
+    return lines
+
+
+def quantize_table(records: list[dict]) -> list[str]:
+    lines = ["| model | quantizer | calibration images | weights | int8 validation % | agreement validation % | "
+             "int8 test % | agreement test % | float test % |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    for record in records:
+        weights = "per-channel" if record["per_channel"] else "per-tensor"
+        lines.append(f"| {record['name']} (seed {record['seed']}) | {record['quantizer']} | {record['samples']} | "
+                     f"{weights} | {100 * record['int8_validation']:.2f} | {100 * record['agreement_validation']:.2f} | "
+                     f"{100 * record['int8_test']:.2f} | {100 * record['agreement_test']:.2f} | "
+                     f"{100 * record['float_test']:.2f} |")
+    return lines
+
+
 def command_render(arguments) -> None:
-    raise NotImplementedError
+    """Replace the text between the markers in docs/accuracy.md with tables made from the log."""
+    records = read_log()
+    tables = ["### Training runs (in the order they ran)", "", *training_table([r for r in records if r["kind"] == "train"]),
+              "", "### int8 calibration and quantizer", "",
+              *quantize_table([r for r in records if r["kind"] == "quantize"])]
+    text = DOC.read_text() if DOC.exists() else f"# Accuracy experiments\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{BEGIN}\n{chr(10).join(tables)}\n{END}{tail}")
 
 
 def parse_arguments(argv=None):
@@ -132,6 +186,7 @@ def parse_arguments(argv=None):
     quantizer.add_argument("--seed", type=int, default=42, help="the seed the model was trained with")
     quantizer.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     quantizer.add_argument("--samples", type=int, nargs="+", default=[100, 300, 1000])
+    quantizer.add_argument("--quantizer", choices=["converter", "ai-edge"], default="converter")
     commands.add_parser("render", help="rewrite the tables in docs/accuracy.md from the log")
     return parser.parse_args(argv)
 

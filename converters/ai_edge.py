@@ -6,12 +6,25 @@ first: the model then takes raw pixels and every op it quantizes is a FullyConne
 Install it with `pip install 'edge-fashion[ai-edge]'` (ai-edge-quantizer 0.10 pins ai-edge-litert 2.3).
 """
 
+import math
+
 import keras
 import numpy as np
 
 from converters import tflite
 
 GRANULARITY = {True: "CHANNELWISE", False: "TENSORWISE"}
+
+
+class StaticFlatten(keras.layers.Layer):
+    """Flatten to the constant shape (-1, features): one RESHAPE in TFLite.
+
+    Keras' Flatten reads the batch size at run time (SHAPE, STRIDED_SLICE, PACK), and the quantizer
+    leaves that SHAPE op a float copy of the input.
+    """
+
+    def call(self, inputs):
+        return keras.ops.reshape(inputs, (-1, math.prod(inputs.shape[1:])))
 
 
 def fold_rescaling(model: keras.Model) -> keras.Model:
@@ -28,6 +41,9 @@ def fold_rescaling(model: keras.Model) -> keras.Model:
             scale *= float(layer.scale)
             continue
         if isinstance(layer, keras.layers.Dropout):
+            continue
+        if isinstance(layer, keras.layers.Flatten):
+            hidden = StaticFlatten(name=layer.name)(hidden)
             continue
         clone = layer.__class__.from_config(layer.get_config())
         hidden = clone(hidden)
@@ -59,12 +75,15 @@ def recipe(per_channel: bool) -> list[dict]:
     }]
 
 
-def to_int8(model: keras.Model, representative_images: np.ndarray, per_channel: bool = True) -> bytes:
+def to_int8(model: keras.Model, representative_images: np.ndarray, io_dtype: str = "int8",
+            per_channel: bool = True) -> bytes:
     """Every op int8, calibrated on `representative_images` ((N, 28, 28) uint8 training images).
 
-    The input and output are int8 (the quantizer's choice): input scale 1 and zero point -128 for
-    raw pixels; the device quantizes with the tensor's own parameters, so it needs no change.
+    The input and output are int8, the quantizer's only choice (raw pixels: scale 1, zero point
+    -128); the device quantizes with the tensor's own parameters, so it needs no change.
     """
+    if io_dtype != "int8":
+        raise ValueError(f"the ai-edge quantizer gives int8 input and output, not {io_dtype}: use --io-dtype int8")
     from ai_edge_quantizer import quantizer
     from ai_edge_quantizer.utils import tfl_interpreter_utils
 

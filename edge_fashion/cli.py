@@ -49,6 +49,11 @@ def build_options(function):
                      help="Where to train [default: auto, a GPU when TensorFlow sees one]."),
         click.option("--representative-samples", type=click.IntRange(1),
                      help=f"int8 calibration images from the training split [default: {defaults.representative_samples}]."),
+        click.option("--quantizer", type=click.Choice(["converter", "ai-edge"]),
+                     help=f"int8 quantizer: TFLiteConverter or ai-edge-quantizer (needs --io-dtype int8) "
+                          f"[default: {defaults.quantizer}]."),
+        click.option("--per-channel/--per-tensor", default=None,
+                     help="One weight scale per Dense output unit, or one per layer [default: per-channel]."),
         click.option("--io-dtype", type=click.Choice(["uint8", "int8"]),
                      help=f"The int8 model's input and output type [default: {defaults.io_dtype}]."),
         click.option("--max-drop", type=float,

@@ -44,6 +44,11 @@ class BuildConfig:
     ema_momentum: float = 0.0
     # Calibration images for int8, drawn from the training split, stratified by class.
     representative_samples: int = 300
+    # "converter": TFLiteConverter's post-training quantization; "ai-edge": ai-edge-quantizer
+    # (gives int8 input and output, so it needs io_dtype "int8"). Both gave identical integer outputs here.
+    quantizer: str = "converter"
+    # Dense weights with one scale per output unit (True) or one per layer (False).
+    per_channel: bool = True
     # The int8 model's input and output type: "uint8" feeds raw pixels, "int8" is the signed variant.
     io_dtype: str = "uint8"
     # The gate: refuse an int8 model whose test accuracy is more than this many points below float.

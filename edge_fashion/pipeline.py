@@ -5,9 +5,9 @@ import pathlib
 import time
 
 import edge_fashion
-from edge_fashion import bundle, data, evaluate, report, train
+from edge_fashion import bundle, data, evaluate, quantization_report, report, train
 from edge_fashion import config as config_module
-from converters import tflite
+from converters import quantizers, tflite
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
 
@@ -24,8 +24,8 @@ def convert(config: config_module.BuildConfig, dataset: data.Dataset, keras_mode
     progress("Converting to float32 TFLite")
     float_content = tflite.to_float(keras_model)
     calibration = representative_images(config, dataset)
-    progress(f"Converting to int8 TFLite, calibrated on {len(calibration)} training images")
-    int8_content = tflite.to_int8(keras_model, calibration, config.io_dtype)
+    progress(f"Converting to int8 TFLite ({config.quantizer}), calibrated on {len(calibration)} training images")
+    int8_content = quantizers.to_int8(config.quantizer, keras_model, calibration, config.io_dtype, config.per_channel)
     tflite.check_all_integer(int8_content, config.io_dtype)
     return float_content, int8_content
 
@@ -45,6 +45,9 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     labels = list(data.LABELS)
     bundle.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
     result = make_report(config, dataset, training, verdict, stage, int8_content)
+    progress("Measuring the int8 error layer by layer")
+    calibration = representative_images(config, dataset)
+    result["quantization_layers"] = quantization_report.layer_errors(training["model"], calibration, calibration[:100])
     result["timings"].update(convert_seconds=converted - started, verify_seconds=verified - converted)
     report.write(stage, result, labels, dataset.test_images, dataset.test_labels, verdict.int8_probabilities)
     if result["gate"]["passed"]:
