@@ -91,10 +91,10 @@ class Runtime:
 def import_runtime(name: str) -> Runtime:
     """Import one interpreter module; ImportError when it is missing or unusable here."""
     if name == "tflite_runtime":
-        if int(np.__version__.split(".")[0]) >= 2:
-            raise ImportError(f"tflite_runtime 2.14 needs numpy<2, found numpy {np.__version__}")
         module = importlib.import_module("tflite_runtime.interpreter")
         version = importlib.import_module("tflite_runtime").__version__
+        if int(np.__version__.split(".")[0]) >= 2:  # Its interpreter fails with SystemError then.
+            raise ImportError(f"tflite_runtime {version} needs numpy<2, found numpy {np.__version__}")
     elif name == "ai_edge_litert":
         module = importlib.import_module("ai_edge_litert.interpreter")
         version = getattr(importlib.import_module("ai_edge_litert"), "__version__", "?")
@@ -258,7 +258,11 @@ def one_line(error: BaseException) -> str:
 
 def decode(source, use_draft: bool) -> Image.Image:
     """Open and decode a path or a file object, JPEGs at reduced size when allowed."""
-    with Image.open(source) as image:
+    try:
+        image = Image.open(source)
+    except Image.UnidentifiedImageError:
+        raise ValueError("cannot identify the image format: empty, damaged or not an image") from None
+    with image:
         if use_draft and image.format == "JPEG":
             image.draft("L", (WORK_SIDE, WORK_SIDE))  # Decodes at 1/2 to 1/8 scale: ~10x faster.
         image.load()
@@ -307,7 +311,7 @@ def border_pixels(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
-def has_light_background(gray: np.ndarray, background: np.ndarray) -> bool:
+def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
     """True for a photo's light background: a light border, and the garment darker than it.
 
     The data set's images have a dark border. Of the pixels that differ clearly from the fitted
@@ -316,6 +320,8 @@ def has_light_background(gray: np.ndarray, background: np.ndarray) -> bool:
     border = border_pixels(gray)
     if float(np.median(border)) <= DARK_BORDER:
         return False
+    if background is None:
+        background = fit_background(gray.astype(np.float32))
     difference = gray.astype(np.float32) - background
     margin = max(24.0, 3 * float(np.median(np.abs(border_pixels(difference)))))
     return float(np.clip(-difference - margin, 0, None).sum()) > float(np.clip(difference - margin, 0, None).sum())
@@ -378,7 +384,7 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
 
 def to_dataset_form(gray: np.ndarray) -> np.ndarray:
     """(H, W) uint8 grayscale to the model's (28, 28) uint8: light garment, trimmed, centred on black."""
-    if gray.shape == (SIDE, SIDE) and not has_light_background(gray, fit_background(gray.astype(np.float32))):
+    if gray.shape == (SIDE, SIDE) and not has_light_background(gray):
         return gray  # Already in the data set's form: pass it through, bit for bit.
     image = Image.fromarray(gray)
     if max(image.size) > WORK_SIDE:
@@ -407,6 +413,8 @@ def image_files(folder: pathlib.Path) -> list:
 
 def read_stdin() -> io.BytesIO:
     data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+    if not data:
+        raise ValueError("standard input is empty")
     if len(data) > MAX_STDIN_BYTES:
         raise ValueError(f"standard input holds more than {MAX_STDIN_BYTES} bytes")
     return io.BytesIO(data)
@@ -491,6 +499,7 @@ def watched_sources(folder: pathlib.Path, count: int, interval: float):
         raise ModelError(f"--watch {folder}: no such folder")
     seen = set(image_files(folder))
     sizes = {}
+    log(f"watching {folder} for new images ({len(seen)} already there are skipped); Ctrl-C ends")
     number = 0
     while not count or number < count:
         time.sleep(interval or 0.2)
