@@ -214,6 +214,9 @@ class Classifier:
         self.output = interpreter.get_output_details()[0]
         self.image_shape = tuple(int(side) for side in self.input["shape"][1:])
         self.batch_size = int(self.input["shape"][0])
+        # A model saved with a fixed batch size may reshape to constant shapes inside, and
+        # tflite_runtime crashes on the next call after a failed resize: never try.
+        self.fixed_batch = int(self.input.get("shape_signature", self.input["shape"])[0]) != -1
         # tflite_runtime's single-row int8 kernel is ~10x slower than its batch-of-2 one.
         self.min_batch = 2 if runtime.name == "tflite_runtime" else 1
         self.labels = labels
@@ -223,15 +226,21 @@ class Classifier:
             raise ModelError(f"the model has {self.output['shape'][-1]} classes but {len(labels)} labels")
 
     def resize(self, batch_size: int) -> None:
-        if batch_size != self.batch_size:
+        """Resize the input to batch_size images, unless the model's batch size is fixed."""
+        if batch_size != self.batch_size and not self.fixed_batch:
             self.interpreter.resize_tensor_input(self.input["index"], [batch_size, *self.image_shape])
             self.interpreter.allocate_tensors()
             self.batch_size = batch_size
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 pixels to (N, classes) float32 scores."""
+        self.resize(max(len(images), self.min_batch))
+        return np.concatenate([self.invoke(images[start: start + self.batch_size])
+                               for start in range(0, len(images), self.batch_size)])
+
+    def invoke(self, images: np.ndarray) -> np.ndarray:
+        """At most batch_size images, the batch filled up with copies of the first."""
         count = len(images)
-        self.resize(max(count, self.min_batch))
         batch = np.concatenate([images, images[:1].repeat(self.batch_size - count, axis=0)])
         scale, zero_point = self.input["quantization"]
         tensor = quantize(batch.reshape((self.batch_size, *self.image_shape)).astype(np.float32),
@@ -822,7 +831,7 @@ def main(argv: list | None = None) -> int:
     except BrokenPipeError:  # The reader went away (`| head`): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, OSError) as error:  # ModelError, unreadable files: one line, no traceback.
+    except (ValueError, OSError, RuntimeError) as error:  # ModelError, files, interpreter: one line.
         log(f"classify.py: error: {one_line(error)}")
         return 2
     except KeyboardInterrupt:

@@ -369,6 +369,30 @@ def test_float_and_int8_io_models(device_python, tiny_build, test_set, tmp_path,
     assert [found[str(path)]["index"] for path in paths] == host_predictions(model, images[:100]).tolist()
 
 
+def test_model_with_a_fixed_batch_size_runs_one_image_at_a_time(device_python, device, test_set, tmp_path):
+    import keras
+
+    from converters import tflite
+
+    images, _ = test_set
+    layers = [keras.Input((28, 28), batch_size=1), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+              keras.layers.Dense(10, activation="softmax")]
+    model = tmp_path / "fixed.tflite"
+    model.write_bytes(tflite.to_float(keras.Sequential(layers)))
+    paths = save_png(tmp_path / "in", images[:5])
+    result = run(device_python, device / "classify.py", *paths, "--json", "--model", model,
+                 "--labels", device / "labels.txt")
+    assert result.returncode == 0, result.stderr
+    interpreter = evaluate.make_interpreter(model.read_bytes())
+    interpreter.allocate_tensors()
+    expected = []
+    for image in images[:5]:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
+        interpreter.invoke()
+        expected.append(int(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).argmax()))
+    assert [record["index"] for record in records(result.stdout)[:-1]] == expected
+
+
 def test_watch_classifies_new_files_once_complete(device_python, device, test_set, tmp_path):
     images, _ = test_set
     folder = tmp_path / "incoming"
