@@ -328,6 +328,7 @@ def run_bench(config: BenchConfig, progress=lambda message: None) -> dict:
                   "multiply_adds_per_image": bench_report.multiply_adds_per_image()},
         **measured,
         "build": bench_report.build_timings(report),
+        "load_average_at_end": os.getloadavg()[0],
     }
     result["targets"] = bench_report.targets(result)
     write_outputs(result, config.out_dir or config.build_dir)

@@ -140,11 +140,11 @@ def classify_rows(records: list[dict]) -> list[list]:
     for record in records:
         if record["status"] != "ok":
             rows.append([record["model"], runtime_label(record),
-                         record["status"] + (f": {record['error']}" if record.get("error") else ""), "", "", ""])
+                         record["status"] + (f": {record['error']}" if record.get("error") else ""), "", "", "", ""])
             continue
-        frame = record.get("frame_ms")
+        frame = record["frame_ms"]
         rows.append([record["model"], runtime_label(record), f"{record['cold_start_seconds']:.2f}",
-                     f"{frame['p50']:.2f}" if frame else "", f"{frame['p95']:.2f}" if frame else "",
+                     f"{frame['p50']:.2f}", f"{frame['p95']:.2f}", f"{frame['min']:.2f}",
                      f"{record['peak_rss_bytes'] / MEGABYTE:.0f}"])
     return rows
 
@@ -194,12 +194,20 @@ def target_rows(items: list[dict]) -> list[list]:
             for item in items]
 
 
+def busy_note(result: dict) -> str:
+    loads = (result["machine"]["load_average"], result["load_average_at_end"])
+    if max(loads) <= result["machine"]["cores"]:
+        return ""
+    return " (more runnable processes than cores: other work shared the CPU, so figures are slower and noisier)"
+
+
 def markdown(result: dict) -> str:
     machine, settings = result["machine"], result["settings"]
     lines = [
         f"# edge-fashion bench, {result['created_at']}", "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']:.0f} GB, {machine['system']}, "
-        f"Python {machine['python']}; load average {machine['load_average']:.2f} at the start. "
+        f"Python {machine['python']}; load average {machine['load_average']:.2f} at the start, "
+        f"{result['load_average_at_end']:.2f} at the end{busy_note(result)}. "
         f"Build: `{result['build_dir']}`.", "",
         "## Inference: one process per model and runtime, default interpreter options", "",
         *table(["model", "runtime", "file MB", "start to first result s", "p50 us", "p95 us", "G MAC/s at p50",
@@ -210,7 +218,7 @@ def markdown(result: dict) -> str:
         *floor_lines(result), "",
         "## classify.py, the device script", "",
         *table(["model", "runtime", f"cold start s (median of {settings['cold_starts']})",
-                "640x480 JPEG frame p50 ms", "p95 ms", "peak RSS MB"], classify_rows(result["classify"])), "",
+                "640x480 JPEG frame p50 ms", "p95 ms", "min ms", "peak RSS MB"], classify_rows(result["classify"])), "",
         f"Each of {settings['cold_starts']} runs classifies a 28x28 PNG, then {settings['frames']} 640x480 JPEG "
         "frames one at a time (--batch-size 1). Cold start: process start to the first result line. Frame: "
         "classify.py's own per-image ms (decode, preprocess, inference). Peak RSS: the largest of the runs.", "",
@@ -253,10 +261,13 @@ def font(size: int):
 def chart_png(result: dict) -> bytes:
     """A PNG with one horizontal bar panel per measure, bars coloured by model, values written beside them."""
     panels = chart_panels(result)
-    height = sum(PANEL_GAP + BAR_HEIGHT * max(len(bars), 1) for _, bars in panels) + PANEL_GAP
+    height = sum(PANEL_GAP + BAR_HEIGHT * max(len(bars), 1) for _, bars in panels) + 2 * PANEL_GAP
     image = Image.new("RGB", (CHART_WIDTH, height), "white")
     draw, text_font, title_font = ImageDraw.Draw(image), font(13), font(15)
-    top = PANEL_GAP // 2
+    machine = result["machine"]
+    draw.text((10, 8), f"edge-fashion bench {result['created_at'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
+              f"{machine['architecture']}", fill=(90, 90, 90), font=text_font)
+    top = PANEL_GAP
     for title, bars in panels:
         draw.text((10, top), title, fill="black", font=title_font)
         top += PANEL_GAP - 12
