@@ -223,7 +223,7 @@ def build_userland(arch: Architecture, target: pathlib.Path, mirror: str) -> dic
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    say(f"{arch.debian}: debootstrap {SUITE} from {mirror} into {partial}")
+    say(f"{arch.debian}: debootstrap {SUITE} from {mirror} into {partial} (about 150 packages, 1-3 minutes)")
     debootstrap(arch, partial, mirror)
     link_blas(arch, partial)
     (partial / "home/pi").mkdir(parents=True, exist_ok=True)
