@@ -452,25 +452,16 @@ def file_sources(inputs: list):
             yield name, missing_input("no such file or folder")
 
 
-def open_camera(index: int):
-    """A function returning one frame as a PIL image: Picamera2 if installed, else OpenCV."""
-    try:
-        picamera2 = importlib.import_module("picamera2")
-    except ImportError:
-        picamera2 = None
-    if picamera2 is not None:
-        camera = picamera2.Picamera2()
-        camera.configure(camera.create_preview_configuration(main={"size": (640, 480), "format": "YUV420"}))
-        camera.start()
-        return lambda: Image.fromarray(np.ascontiguousarray(camera.capture_array()[:480, :640]))  # Y plane.
-    try:
-        cv2 = importlib.import_module("cv2")
-    except ImportError:
-        raise ModelError(
-            "--camera needs Picamera2 for the Pi camera (sudo apt install python3-picamera2, and a "
-            "venv made with --system-site-packages) or OpenCV for a USB webcam "
-            "(pip install opencv-python-headless)"
-        ) from None
+def open_picamera2(picamera2):
+    """A frame reader on the Pi camera: 640x480 YUV420, of which the Y plane is the grayscale."""
+    camera = picamera2.Picamera2()
+    camera.configure(camera.create_preview_configuration(main={"size": (640, 480), "format": "YUV420"}))
+    camera.start()
+    return lambda: Image.fromarray(np.ascontiguousarray(camera.capture_array()[:480, :640]))
+
+
+def open_opencv(cv2, index: int):
+    """A frame reader on a USB webcam through OpenCV."""
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise ModelError(f"OpenCV cannot open camera {index} (the Pi's CSI camera needs Picamera2)")
@@ -481,6 +472,25 @@ def open_camera(index: int):
             raise ValueError(f"camera {index} returned no frame")
         return Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))  # BGR to RGB.
     return read_frame
+
+
+def open_camera(index: int):
+    """A function returning one frame as a PIL image: Picamera2 if installed, else OpenCV."""
+    for name in ("picamera2", "cv2"):
+        try:
+            library = importlib.import_module(name)
+        except ImportError:
+            continue
+        try:
+            return open_picamera2(library) if name == "picamera2" else open_opencv(library, index)
+        except ModelError:
+            raise
+        except Exception as error:  # Camera libraries raise their own types (no camera, busy).
+            raise ModelError(f"{name} cannot start the camera: {one_line(error)}") from None
+    raise ModelError(
+        "--camera needs Picamera2 for the Pi camera (sudo apt install python3-picamera2, and a venv "
+        "made with --system-site-packages) or OpenCV for a USB webcam (sudo apt install python3-opencv)"
+    )
 
 
 def camera_sources(index: int, count: int, interval: float):
