@@ -266,11 +266,12 @@ def find_test_set(data_dir: pathlib.Path | None) -> pathlib.Path:
     """The folder with the test images and labels: --data-dir, $EDGE_FASHION_DATA, Keras', Debian's."""
     if data_dir is None and os.environ.get("EDGE_FASHION_DATA"):
         data_dir = pathlib.Path(os.environ["EDGE_FASHION_DATA"])
-    for folder in [data_dir] if data_dir else DATA_DIRS:
+    folders = [data_dir] if data_dir else DATA_DIRS
+    for folder in folders:
         if all((folder / name).is_file() for name in TEST_FILES):
             return folder
-    raise EmulationError(f"{' and '.join(TEST_FILES)} not found: apt-get install dataset-fashion-mnist "
-                         "or pass --data-dir")
+    raise EmulationError(f"{' and '.join(TEST_FILES)} not in {', '.join(map(str, folders))}: "
+                         "apt-get install dataset-fashion-mnist or pass --data-dir")
 
 
 def read_idx(path: pathlib.Path, magic: int, dimensions: int) -> tuple[list, bytes]:
@@ -383,7 +384,8 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Example: sudo python3 device/emulate_pi.py build/device all")
     parser.add_argument("bundle", type=pathlib.Path, help="the bundle folder (build/device)")
-    parser.add_argument("arch", nargs="?", default="all", choices=[*ARCHITECTURES, "all"])
+    parser.add_argument("arch", nargs="?", default="all", choices=[*ARCHITECTURES, "all"],
+                        help="64-bit or 32-bit Pi OS, or both (the default)")
     parser.add_argument("--images", type=int, default=500, help="how many test images to classify")
     parser.add_argument("--data_dir", "--data-dir", type=pathlib.Path, help="Fashion-MNIST's folder")
     parser.add_argument("--cache", type=pathlib.Path, help="userland cache folder",
