@@ -44,9 +44,9 @@ class BenchConfig:
     # Throughput: `batches` timed invokes of `batch_size` images each.
     batch_size: int = 256
     batches: int = 20
-    # classify.py runs on one image per model and runtime; their median is the cold start.
+    # classify.py runs per model and runtime; the median of their times to a first result is the cold start.
     cold_starts: int = 3
-    # 640x480 JPEG camera frames that classify.py classifies one at a time.
+    # 640x480 JPEG camera frames that each classify.py run classifies one at a time, after a 28x28 PNG.
     frames: int = 50
     # The python of an environment with tflite-runtime; None: <repo>/.cache/device-venv when it exists.
     device_python: pathlib.Path | None = None
