@@ -474,23 +474,34 @@ def open_opencv(cv2, index: int):
     return read_frame
 
 
+def camera_library(name: str, load):
+    """load() imports the module `name`: None when it is not installed, ModelError when it is broken."""
+    try:
+        return load()
+    except ModuleNotFoundError as error:
+        if error.name == name:
+            return None
+        raise ModelError(f"{name} is installed but cannot import {error.name}") from None
+    except Exception as error:  # Such as "numpy.dtype size changed": built for another numpy.
+        raise ModelError(f"{name} is installed but fails to import ({one_line(error)}) with numpy "
+                         f"{np.__version__}: keep Debian's numpy in the venv (README.md)") from None
+
+
 def open_camera(index: int):
     """A function returning one frame as a PIL image: Picamera2 if installed, else OpenCV."""
-    for name in ("picamera2", "cv2"):
-        try:
-            library = importlib.import_module(name)
-        except ImportError:
-            continue
-        try:
-            return open_picamera2(library) if name == "picamera2" else open_opencv(library, index)
-        except ModelError:
-            raise
-        except Exception as error:  # Camera libraries raise their own types (no camera, busy).
-            raise ModelError(f"{name} cannot start the camera: {one_line(error)}") from None
-    raise ModelError(
-        "--camera needs Picamera2 for the Pi camera (sudo apt install python3-picamera2, and a venv "
-        "made with --system-site-packages) or OpenCV for a USB webcam (sudo apt install python3-opencv)"
-    )
+    picamera2 = camera_library("picamera2", lambda: importlib.import_module("picamera2"))
+    cv2 = None if picamera2 else camera_library("cv2", lambda: importlib.import_module("cv2"))
+    if picamera2 is None and cv2 is None:
+        raise ModelError(
+            "--camera needs Picamera2 for the Pi camera (sudo apt install python3-picamera2, and a venv "
+            "made with --system-site-packages) or OpenCV for a USB webcam (sudo apt install python3-opencv)"
+        )
+    try:
+        return open_picamera2(picamera2) if picamera2 else open_opencv(cv2, index)
+    except ModelError:
+        raise
+    except Exception as error:  # Camera libraries raise their own types (no camera, busy).
+        raise ModelError(f"cannot start the camera: {one_line(error)}") from None
 
 
 def camera_sources(index: int, count: int, interval: float):

@@ -114,6 +114,7 @@ def test_imports_nothing_outside_stdlib_numpy_pillow_and_interpreters():
         elif isinstance(node, ast.ImportFrom):
             names.add(node.module)
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+            assert isinstance(node.args[0], ast.Constant), "import_module takes a literal name, to be checked here"
             names.add(node.args[0].value)
     outside = {name for name in names if name.split(".")[0] not in sys.stdlib_module_names | ALLOWED_IMPORTS}
     assert not outside and "edge_fashion" not in CLASSIFY.read_text()
@@ -411,10 +412,16 @@ def test_watch_classifies_new_files_once_complete(device_python, device, test_se
     assert [pathlib.PurePath(record["path"]).name for record in records(stdout)[:-1]] == ["new1.png", "new2.png"]
 
 
-def test_camera_without_picamera2_or_opencv_names_what_to_install(device_python, device):
+def test_camera_without_picamera2_or_opencv_names_what_to_install(device_python, device, tmp_path):
     result = run(device_python, device / "classify.py", "--camera", "--count", "1")
     assert result.returncode == MODEL_EXIT
     assert "python3-picamera2" in result.stderr and "opencv" in result.stderr
+    broken = tmp_path / "broken" / "picamera2"  # As Debian's Picamera2 fails under a pip-installed numpy 2.
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n')
+    env = {**os.environ, "PYTHONPATH": str(broken.parent)}
+    result = run(device_python, device / "classify.py", "--camera", env=env)
+    assert result.returncode == MODEL_EXIT and "keep Debian's numpy" in result.stderr
 
 
 PICAMERA2_STAND_IN = '''
