@@ -75,7 +75,7 @@ def train_one(name: str, seed: int, overrides: dict, dataset) -> tuple[dict, obj
     int8_content = tflite.to_int8(result.model, pipeline.representative_images(config, dataset), config.io_dtype)
     record = {"kind": "train", "name": name, "seed": seed, "overrides": overrides,
               "best_epoch": result.best_epoch, "best_validation": result.best_validation_accuracy,
-              "train_seconds": result.seconds, "device": result.device}
+              "train_seconds": result.seconds, "device": result.device, "config": config_module.to_json(config)}
     record.update(int8_figures(config, dataset, split, result.model, float_content, int8_content))
     record["run_seconds"] = time.perf_counter() - started
     return record, result.model
@@ -132,17 +132,18 @@ def describe(overrides: dict) -> str:
 
 
 def training_table(records: list[dict]) -> list[str]:
-    """One row per (name, overrides), seeds pooled: mean ± half the range."""
-    groups: dict[tuple, list[dict]] = {}
+    """One row per run name, seeds pooled: mean ± half the range."""
+    groups: dict[str, list[dict]] = {}
     for record in records:
-        groups.setdefault((record["name"], json.dumps(record["overrides"], sort_keys=True)), []).append(record)
+        groups.setdefault(record["name"], []).append(record)
     lines = ["| run | overrides | seeds | validation % | float test % | int8 test % | agreement % | "
              "train s | load |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for (name, _), runs in groups.items():
+    for name, runs in groups.items():
         column = lambda key: percent([run[key] for run in runs])  # noqa: E731
         seconds = sum(run["train_seconds"] for run in runs) / len(runs)
         load = sum(run["load_average"] for run in runs) / len(runs)
-        lines.append(f"| {name} | {describe(runs[0]['overrides'])} | {', '.join(str(run['seed']) for run in runs)} | "
+        overrides = max(runs, key=lambda run: len(run["overrides"]))["overrides"]
+        lines.append(f"| {name} | {describe(overrides)} | {', '.join(str(run['seed']) for run in runs)} | "
                      f"{column('best_validation')} | {column('float_test')} | {column('int8_test')} | "
                      f"{column('agreement_test')} | {seconds:.0f} | {load:.1f} |")
     return lines

@@ -120,8 +120,10 @@ def mixup(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
     seeds = tf.random.experimental.stateless_split(seed, 2)
     size = (tf.shape(images)[0],)
     draws = [tf.random.stateless_gamma(size, seeds[part], alpha) for part in (0, 1)]
-    weight = draws[0] / (draws[0] + draws[1])
-    blend = lambda values, weights: weights * values + (1 - weights) * tf.reverse(values, [0])
+    weight = draws[0] / (draws[0] + draws[1])  # (B,)
+
+    def blend(values, weights):
+        return weights * values + (1 - weights) * tf.reverse(values, [0])
     return blend(images, weight[:, tf.newaxis, tf.newaxis]), blend(targets, weight[:, tf.newaxis])
 
 
@@ -143,9 +145,10 @@ def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data
     count = len(split.train_labels)
     indices = tf.data.Dataset.range(count).shuffle(count, seed=config.seed, reshuffle_each_iteration=True)
     batches = indices.repeat().batch(config.batch_size)
-    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    gather = lambda chosen, seed: augment(
-        config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed)
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)  # One stateless seed per batch.
+
+    def gather(chosen, seed):
+        return augment(config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed)
     return tf.data.Dataset.zip(batches, seeds).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
