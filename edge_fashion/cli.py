@@ -303,7 +303,7 @@ def finish(config, dataset, training, stage, started) -> None:
     """Convert, verify, report and bundle in `stage`; publish it, or keep it aside if int8 is refused."""
     import shutil
 
-    from edge_fashion import bundle, evaluate, pipeline
+    from edge_fashion import bundle, pipeline
 
     try:
         result = pipeline.convert_and_verify(config, dataset, training, stage, progress)
