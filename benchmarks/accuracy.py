@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_fashion import config as config_module  # noqa: E402
 from edge_fashion import data, evaluate, pipeline, train  # noqa: E402
-from converters import ai_edge, tflite  # noqa: E402
+from converters import quantizers, tflite  # noqa: E402
 
 LOG = REPO / "benchmarks" / "accuracy.jsonl"
 DOC = REPO / "docs" / "accuracy.md"
@@ -106,10 +106,8 @@ def command_quantize(arguments) -> None:
             calibration_config = dataclasses.replace(config, representative_samples=samples)
             started = time.perf_counter()
             calibration = pipeline.representative_images(calibration_config, dataset)
-            if arguments.quantizer == "ai-edge":
-                int8_content = ai_edge.to_int8(model, calibration, "int8", per_channel=per_channel)
-            else:
-                int8_content = tflite.to_int8(model, calibration, config.io_dtype, per_channel=per_channel)
+            io_dtype = "int8" if arguments.quantizer == "ai-edge" else config.io_dtype
+            int8_content = quantizers.to_int8(arguments.quantizer, model, calibration, io_dtype, per_channel)
             record = {"kind": "quantize", "name": arguments.name, "seed": arguments.seed, "overrides": overrides,
                       "quantizer": arguments.quantizer, "samples": samples, "per_channel": per_channel,
                       "convert_seconds": time.perf_counter() - started}
@@ -122,7 +120,7 @@ def read_log() -> list[dict]:
 
 
 def percent(values: list[float]) -> str:
-    """Mean in percent, with the spread (max - min) when there is more than one value."""
+    """Mean in percent, ± half the range (max - min) when there is more than one value."""
     mean = 100 * sum(values) / len(values)
     return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {50 * (max(values) - min(values)):.2f}"
 

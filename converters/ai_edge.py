@@ -3,7 +3,7 @@
 ai-edge-quantizer works on a float TFLite model. Its static int8 recipe leaves an elementwise
 multiply in float, so the Rescaling(1/255) layer is folded into the first Dense layer's weights
 first: the model then takes raw pixels and every op it quantizes is a FullyConnected.
-Install it with `pip install 'edge-fashion[ai-edge]'` (ai-edge-quantizer 0.10 pins ai-edge-litert 2.3).
+Install it with `pip install ai-edge-quantizer` (0.10 installs beside TensorFlow 2.21 and ai-edge-litert 2.3).
 """
 
 import math
