@@ -64,6 +64,11 @@ def quantize(values: np.ndarray, dtype: np.dtype, scale: float, zero_point: int)
     return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
 
 
+def drop_phrase(points: float) -> str:
+    """'0.12 points lost' or, when int8 beat float, '0.05 points gained'."""
+    return f"{points:.2f} points lost" if points >= 0 else f"{-points:.2f} points gained"
+
+
 def check_gate(float_accuracy: float, int8_accuracy: float, max_drop: float) -> None:
     """Raise GateError when int8 is more than `max_drop` percentage points below float."""
     drop = 100 * (float_accuracy - int8_accuracy)

@@ -90,7 +90,7 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
     ratio = sizes["model_int8.tflite"] / sizes["model_float.tflite"]
     return "\n".join([
         f"float32 test accuracy  {100 * metrics['float_tflite']['accuracy']:6.2f}%   (Keras {100 * metrics['keras']['accuracy']:.2f}%)",
-        f"int8 test accuracy     {100 * metrics['int8']['accuracy']:6.2f}%   ({metrics['drop_points']:.2f} points lost, "
+        f"int8 test accuracy     {100 * metrics['int8']['accuracy']:6.2f}%   ({evaluate.drop_phrase(metrics['drop_points'])}, "
         f"top-1 agreement {100 * metrics['int8_float_agreement']:.2f}%)",
         f"sizes                  int8 {sizes['model_int8.tflite'] / 1e6:.3f} MB, float {sizes['model_float.tflite'] / 1e6:.3f} MB "
         f"({ratio:.2f}x)",

@@ -7,7 +7,7 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion import bundle, quantization_report
+from edge_fashion import bundle, evaluate, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.
@@ -79,7 +79,7 @@ def markdown(report: dict, labels: list[str]) -> str:
         f"| Keras | {100 * metrics['keras']['accuracy']:.2f}% | {sizes['model.keras']:,} bytes |",
         f"| float32 TFLite | {100 * metrics['float_tflite']['accuracy']:.2f}% | {sizes['model_float.tflite']:,} bytes |",
         f"| int8 TFLite | {100 * metrics['int8']['accuracy']:.2f}% | {sizes['model_int8.tflite']:,} bytes |", "",
-        f"int8 against float: {metrics['drop_points']:.2f} points lost, top-1 agreement "
+        f"int8 against float: {evaluate.drop_phrase(metrics['drop_points'])}, top-1 agreement "
         f"{100 * metrics['int8_float_agreement']:.2f}%, mean absolute probability difference "
         f"{metrics['int8_float_mean_abs_difference']:.4f}.", "",
         "## Per class", "", "| class | float | int8 |", "| --- | --- | --- |",
