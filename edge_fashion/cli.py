@@ -189,7 +189,8 @@ def evaluate(**options):
                f"int8 TFLite {100 * verdict.int8.accuracy:.2f}%; top-1 agreement int8/float "
                f"{100 * verdict.int8_float_agreement:.2f}%")
     evaluate_module.check_gate(verdict.float_tflite.accuracy, verdict.int8.accuracy, config.max_drop)
-    click.echo(f"int8 passes the gate: {verdict.drop_points:.2f} points below float (allowed {config.max_drop:g})")
+    click.echo(f"int8 passes the gate: {evaluate_module.drop_phrase(verdict.drop_points)} against float "
+               f"(allowed: {config.max_drop:g} lost)")
 
 
 @cli.command("deploy")
