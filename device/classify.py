@@ -341,8 +341,11 @@ def fit_background(gray: np.ndarray) -> np.ndarray:
     height, width = gray.shape
     if min(height, width) < 8:
         return np.full(gray.shape, float(np.median(border_pixels(gray))), dtype=np.float32)
-    rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    design = np.stack([np.ones(2 * (height + width)), border_pixels(columns), border_pixels(rows)], axis=1)
+    columns = np.arange(width, dtype=np.float32)[np.newaxis, :]  # (1, W), broadcast below.
+    rows = np.arange(height, dtype=np.float32)[:, np.newaxis]  # (H, 1)
+    border_columns = border_pixels(np.broadcast_to(columns, (height, width)))
+    border_rows = border_pixels(np.broadcast_to(rows, (height, width)))
+    design = np.stack([np.ones(2 * (height + width)), border_columns, border_rows], axis=1)
     values = border_pixels(gray)
     keep = np.ones(len(values), dtype=bool)
     for _ in range(3):  # Refit without the border pixels the garment covers.
