@@ -304,7 +304,7 @@ def finish(config, dataset, training, stage, started) -> None:
     """Convert, verify, report and bundle in `stage`; publish it, or keep it aside if int8 is refused."""
     import shutil
 
-    from edge_fashion import bundle, pipeline
+    from edge_fashion import bundle, evaluate, pipeline
 
     try:
         result = pipeline.convert_and_verify(config, dataset, training, stage, progress)
@@ -314,9 +314,8 @@ def finish(config, dataset, training, stage, started) -> None:
     if not result["gate"]["passed"]:
         rejected = bundle.reject(stage, config.out_dir)
         metrics = result["metrics"]
-        raise GateRefused(f"int8 accuracy {100 * metrics['int8']['accuracy']:.2f}% is {metrics['drop_points']:.2f} "
-                          f"points below float {100 * metrics['float_tflite']['accuracy']:.2f}% (allowed: "
-                          f"{config.max_drop:g}); refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
+        message = evaluate.gate_message(metrics["float_tflite"]["accuracy"], metrics["int8"]["accuracy"], config.max_drop)
+        raise GateRefused(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
     result["timings"]["total_seconds"] = time.perf_counter() - started
     bundle.atomic_write_json(stage / "report.json", result)
     bundle.publish(stage, config.out_dir)

@@ -69,12 +69,20 @@ def drop_phrase(points: float) -> str:
     return f"{points:.2f} points lost" if points >= 0 else f"{-points:.2f} points gained"
 
 
+def gate_passed(drop_points: float, max_drop: float) -> bool:
+    return drop_points <= max_drop
+
+
+def gate_message(float_accuracy: float, int8_accuracy: float, max_drop: float) -> str:
+    drop = 100 * (float_accuracy - int8_accuracy)
+    return (f"int8 accuracy {100 * int8_accuracy:.2f}% is {drop:.2f} points below float "
+            f"{100 * float_accuracy:.2f}% (allowed: {max_drop:g})")
+
+
 def check_gate(float_accuracy: float, int8_accuracy: float, max_drop: float) -> None:
     """Raise GateError when int8 is more than `max_drop` percentage points below float."""
-    drop = 100 * (float_accuracy - int8_accuracy)
-    if drop > max_drop:
-        raise GateError(f"int8 accuracy {100 * int8_accuracy:.2f}% is {drop:.2f} points below float "
-                        f"{100 * float_accuracy:.2f}% (allowed: {max_drop:g})")
+    if not gate_passed(100 * (float_accuracy - int8_accuracy), max_drop):
+        raise GateError(gate_message(float_accuracy, int8_accuracy, max_drop))
 
 
 # Interpreter I/O.

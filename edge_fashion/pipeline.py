@@ -19,11 +19,10 @@ def representative_images(config: config_module.BuildConfig, dataset: data.Datas
     return split.train_images[data.stratified_indices(split.train_labels, count, config.seed)]
 
 
-def convert(config: config_module.BuildConfig, dataset: data.Dataset, keras_model, progress) -> tuple[bytes, bytes]:
+def convert(config: config_module.BuildConfig, calibration, keras_model, progress) -> tuple[bytes, bytes]:
     """Float and all-integer int8 TFLite models; raises ValueError if int8 has a float tensor inside."""
     progress("Converting to float32 TFLite")
     float_content = tflite.to_float(keras_model)
-    calibration = representative_images(config, dataset)
     progress(f"Converting to int8 TFLite ({config.quantizer}), calibrated on {len(calibration)} training images")
     int8_content = quantizers.to_int8(config.quantizer, keras_model, calibration, config.io_dtype, config.per_channel)
     tflite.check_all_integer(int8_content, config.io_dtype)
@@ -34,7 +33,8 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
                        stage: pathlib.Path, progress) -> dict:
     """Write the TFLite models, the report and the device bundle into `stage`; return the report."""
     started = time.perf_counter()
-    float_content, int8_content = convert(config, dataset, training["model"], progress)
+    calibration = representative_images(config, dataset)
+    float_content, int8_content = convert(config, calibration, training["model"], progress)
     bundle.atomic_write_bytes(stage / "model_float.tflite", float_content)
     bundle.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
     converted = time.perf_counter()
@@ -46,7 +46,6 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     bundle.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
     result = make_report(config, dataset, training, verdict, stage, int8_content)
     progress("Measuring the int8 error layer by layer")
-    calibration = representative_images(config, dataset)
     result["quantization_layers"] = quantization_report.layer_errors(training["model"], calibration, calibration[:100])
     result["timings"].update(convert_seconds=converted - started, verify_seconds=verified - converted)
     report.write(stage, result, labels, dataset.test_images, dataset.test_labels, verdict.int8_probabilities)
@@ -60,7 +59,8 @@ def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes
     cases = bundle.self_test_cases(dataset.test_images, dataset.test_labels, int8_content)
     accuracy = {"float": result["metrics"]["float_tflite"]["accuracy"],
                 "int8": result["metrics"]["int8"]["accuracy"], "test_images": len(dataset.test_labels)}
-    manifest = bundle.manifest(int8_content, tflite.io_specs(int8_content), list(data.LABELS), accuracy, cases)
+    io_specs = result["int8_tensors"]["input"], result["int8_tensors"]["output"]
+    manifest = bundle.manifest(int8_content, io_specs, list(data.LABELS), accuracy, cases)
     bundle.write_device_bundle(stage / "device", int8_content, list(data.LABELS), manifest)
 
 
@@ -77,7 +77,7 @@ def make_report(config, dataset, training, verdict, stage, int8_content) -> dict
         "training": {key: training.get(key) for key in ("best_epoch", "best_validation_accuracy", "history")},
         "timings": {"train_seconds": training["seconds"]},
         "metrics": verdict.to_json(),
-        "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": drop <= config.max_drop},
+        "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": evaluate.gate_passed(drop, config.max_drop)},
         "int8_tensors": {"input": input_spec, "output": output_spec},
         "sizes": {name: (stage / name).stat().st_size for name in MODEL_NAMES},
         "sha256": {name: bundle.sha256_file(stage / name) for name in MODEL_NAMES},
