@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 
 from edge_fashion import config as config_module
 from edge_fashion import data
@@ -13,16 +14,51 @@ TRAINABLE_PARAMETERS = 282_160
 
 
 def build_model(config: config_module.BuildConfig) -> keras.Model:
-    """The MLP with Rescaling inside, so the int8 model takes raw uint8 pixels (scale 1, zero point 0)."""
+    """The MLP with Rescaling inside, so the int8 model takes raw uint8 pixels (scale 1, zero point 0).
+
+    With `config.batch_norm` each hidden Dense is followed by BatchNormalization (before its ReLU);
+    `fold_batch_norm` turns such a model back into the plain MLP after training.
+    """
     inputs = keras.Input(shape=(28, 28), name="pixels")
     hidden = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
     hidden = keras.layers.Flatten(name="flatten")(hidden)
+    if config.input_dropout > 0:
+        hidden = keras.layers.Dropout(config.input_dropout, name="dropout_input")(hidden)
     for units in HIDDEN_UNITS:
-        hidden = keras.layers.Dense(units, activation="relu", name=f"dense_{units}")(hidden)
+        if config.batch_norm:
+            hidden = keras.layers.Dense(units, name=f"dense_{units}")(hidden)
+            hidden = keras.layers.BatchNormalization(name=f"batch_norm_{units}")(hidden)
+            hidden = keras.layers.ReLU(name=f"relu_{units}")(hidden)
+        else:
+            hidden = keras.layers.Dense(units, activation="relu", name=f"dense_{units}")(hidden)
         if config.dropout > 0:
             hidden = keras.layers.Dropout(config.dropout, name=f"dropout_{units}")(hidden)
     outputs = keras.layers.Dense(len(data.LABELS), activation="softmax", name="probabilities")(hidden)
     return keras.Model(inputs, outputs, name="fashion_mlp")
+
+
+def fold_batch_norm(trained: keras.Model, images: np.ndarray) -> keras.Model:
+    """The plain MLP computing what `trained` (built with batch_norm) computes, with exact statistics.
+
+    BatchNormalization after Dense is y = gamma * (x W + b - mean) / sqrt(var + eps) + beta, which is
+    again a Dense layer: W' = W * s and b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps).
+    The mean and variance are those of `images` ((N, 28, 28) uint8, the training images), not the
+    layer's running averages, which a short build leaves far from the truth.
+    """
+    plain = build_model(config_module.BuildConfig(dropout=0.0, input_dropout=0.0, batch_norm=False))
+    pixels = images.astype(np.float32)
+    for units in HIDDEN_UNITS:
+        dense = trained.get_layer(f"dense_{units}")
+        outputs = keras.Model(trained.inputs, dense.output).predict(pixels, batch_size=4096, verbose=0)  # (N, units)
+        mean, variance = outputs.mean(axis=0), outputs.var(axis=0)
+        norm = trained.get_layer(f"batch_norm_{units}")
+        gamma, beta = norm.get_weights()[:2]
+        norm.set_weights([gamma, beta, mean, variance])  # Later layers see the exact statistics too.
+        scale = gamma / np.sqrt(variance + norm.epsilon)
+        kernel, bias = dense.get_weights()
+        plain.get_layer(f"dense_{units}").set_weights([kernel * scale, (bias - mean) * scale + beta])
+    plain.get_layer("probabilities").set_weights(trained.get_layer("probabilities").get_weights())
+    return plain
 
 
 def count_trainable(model: keras.Model) -> int:
