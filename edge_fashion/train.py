@@ -152,36 +152,6 @@ def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data
     return tf.data.Dataset.zip(batches, seeds).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
-class SharpnessAware(keras.Model):
-    """The MLP trained with sharpness-aware minimisation (Foret et al., 2021).
-
-    Each step computes the gradient at the weights moved by `rho` along the normalised gradient,
-    then applies it at the original weights.
-    """
-
-    rho = 0.05
-
-    def train_step(self, batch):
-        images, targets = batch
-        weights = self.trainable_weights
-        with tf.GradientTape() as tape:
-            loss = self.compute_loss(x=images, y=targets, y_pred=self(images, training=True), training=True)
-        gradients = tape.gradient(loss, weights)
-        scale = self.rho / (tf.linalg.global_norm(gradients) + 1e-12)
-        moves = [gradient * scale for gradient in gradients]
-        for weight, move in zip(weights, moves):
-            weight.assign_add(move)
-        with tf.GradientTape() as tape:
-            predictions = self(images, training=True)
-            perturbed_loss = self.compute_loss(x=images, y=targets, y_pred=predictions, training=True)
-        gradients = tape.gradient(perturbed_loss, weights)
-        for weight, move in zip(weights, moves):
-            weight.assign_sub(move)
-        self.optimizer.apply_gradients(zip(gradients, weights))
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(images)[0])
-        return self.compute_metrics(images, targets, predictions)
-
-
 class KeepBest(keras.callbacks.Callback):
     """Remember the weights of the epoch with the best validation accuracy, and each epoch's time."""
 
@@ -207,9 +177,6 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     steps_per_epoch = -(-len(split.train_labels) // config.batch_size)
     with strategy.scope():
         network = model_module.build_model(config)
-        if config.sam_rho > 0:
-            network = SharpnessAware(network.inputs, network.outputs, name=network.name)
-            network.rho = config.sam_rho
         network.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),

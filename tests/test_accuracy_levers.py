@@ -54,7 +54,8 @@ def test_mixup_blends_images_and_targets_with_the_same_weight(dataset):
 
 def test_same_seed_same_model_with_every_lever_on(dataset):
     config = config_module.make_config("fast", epochs=1, train_limit=1000, seed=3, shift_pixels=1, flip=True,
-                                       mixup=0.2, label_smoothing=0.1, ema_momentum=0.9, schedule="one-cycle")
+                                       mixup=0.2, label_smoothing=0.1, ema_momentum=0.9, schedule="one-cycle",
+                                       input_dropout=0.1, dropout=0.1, batch_norm=True)
     split = train.make_split(config, dataset)
     first, second = (train.train(config, split).model.get_weights() for _ in range(2))
     assert all(np.array_equal(a, b) for a, b in zip(first, second))

@@ -4,11 +4,12 @@ import hashlib
 import json
 import shutil
 
+import keras
 import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
 from converters import tflite
-from edge_fashion import data
+from edge_fashion import data, model
 
 TOP_LEVEL = ("model.keras", "model_float.tflite", "model_int8.tflite", "labels.txt", "report.json",
              "report.md", "confusion_int8.png", "misclassified_int8.png")
@@ -26,6 +27,13 @@ def test_every_artifact_is_written(tiny_build):
         assert (tiny_build / "device" / name).is_file(), name
     assert not list(tiny_build.glob(".*")), "staging or temporary files left behind"
     assert (tiny_build / "labels.txt").read_text().splitlines() == list(data.LABELS)
+
+
+def test_the_saved_model_is_the_plain_mlp_with_batch_norm_folded_away(tiny_build):
+    saved = keras.saving.load_model(tiny_build / "model.keras")
+    assert [layer.name for layer in saved.layers] == ["pixels", "rescale", "flatten", "dense_300", "dense_150",
+                                                      "probabilities"]
+    assert model.count_trainable(saved) == model.TRAINABLE_PARAMETERS
 
 
 def test_report_records_config_versions_metrics_and_checksums(tiny_build):

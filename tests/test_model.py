@@ -7,7 +7,7 @@ from edge_fashion import config, model
 
 
 def test_shape_and_parameter_count():
-    network = model.build_model(config.BuildConfig(dropout=0.2))
+    network = model.build_model(config.BuildConfig(dropout=0.2, batch_norm=False))
     assert model.count_trainable(network) == model.TRAINABLE_PARAMETERS == 282_160
     dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == [300, 150, 10]
@@ -16,7 +16,7 @@ def test_shape_and_parameter_count():
 
 
 def test_rescaling_inside_takes_raw_pixels():
-    network = model.build_model(config.BuildConfig(dropout=0.0))
+    network = model.build_model(config.BuildConfig(dropout=0.0, batch_norm=False))
     rescale = network.get_layer("rescale")
     assert isinstance(rescale, keras.layers.Rescaling) and abs(rescale.scale - 1 / 255) < 1e-9
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in network.layers)
