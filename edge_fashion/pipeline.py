@@ -51,12 +51,13 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     report.write(stage, result, labels, dataset.test_images, dataset.test_labels, verdict.int8_probabilities)
     if result["gate"]["passed"]:
         progress("Writing the device bundle")
-        write_bundle(stage, dataset, int8_content, result)
+        write_bundle(stage, dataset, int8_content, verdict.int8_probabilities, result)
     return result
 
 
-def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes, result: dict) -> None:
-    cases = bundle.self_test_cases(dataset.test_images, dataset.test_labels, int8_content)
+def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes, int8_probabilities,
+                 result: dict) -> None:
+    cases = bundle.self_test_cases(dataset.test_images, dataset.test_labels, int8_probabilities, int8_content)
     accuracy = {"float": result["metrics"]["float_tflite"]["accuracy"],
                 "int8": result["metrics"]["int8"]["accuracy"], "test_images": len(dataset.test_labels)}
     io_specs = result["int8_tensors"]["input"], result["int8_tensors"]["output"]
