@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge_fashion import config as config_module  # noqa: E402
-from edge_fashion import data, evaluate, pipeline, train  # noqa: E402
+from edge_fashion.build import data, evaluate, pipeline, train  # noqa: E402
 from converters import quantizers, tflite  # noqa: E402
 
 LOG = REPO / "benchmarks" / "accuracy.jsonl"

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import device_venv  # noqa: E402  (tests/device_venv.py)
-from edge_fashion import data  # noqa: E402
+from edge_fashion.build import data  # noqa: E402
 
 LAUNCHER = """
 import os, sys
@@ -46,11 +46,10 @@ sys.stderr.write(f"peak_rss_kb {usage.ru_maxrss}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 INFERENCE_ONLY = """
-import importlib.util, sys, time, numpy as np
-spec = importlib.util.spec_from_file_location("classify", sys.argv[1])
-classify = importlib.util.module_from_spec(spec); sys.modules["classify"] = classify; spec.loader.exec_module(classify)
-arguments = classify.build_parser().parse_args(["--self-test", "--model", sys.argv[2]])
-classifier = classify.load_classifier(arguments)[0]
+import pathlib, sys, time, numpy as np
+sys.path.insert(0, str(pathlib.Path(sys.argv[1]).resolve().parent))
+from fashion_board import runtimes
+classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, None, 1, True, False, time.perf_counter())[0]
 image = np.zeros((1, 28, 28), np.uint8)
 for min_batch in (1, 2):
     classifier.min_batch = min_batch

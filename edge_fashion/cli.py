@@ -1,11 +1,9 @@
 """The `edge-fashion` command: a thin click layer that chains the pipeline's stages."""
 
 import functools
-import json
 import os
 import pathlib
 import sys
-import time
 
 import click
 
@@ -75,7 +73,7 @@ def user_errors(function):
     """Turn the library's ValueErrors (bad data, bad model, refused gate) into one-line errors."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from edge_fashion import evaluate
+        from edge_fashion.build import evaluate
 
         try:
             return function(*args, **kwargs)
@@ -114,15 +112,10 @@ def build(**options):
         edge-fashion build --out build
         scp -r build/device pi@raspberrypi.local:fashion
     """
-    from edge_fashion import bundle
+    from edge_fashion.build import pipeline
 
-    started = time.perf_counter()
     config = make_config(**options)
-    dataset = load_data(config)
-    training = run_training(config, dataset)
-    stage = bundle.new_stage(config.out_dir)
-    bundle.save_keras_atomically(training["model"], stage / "model.keras")
-    finish(config, dataset, training, stage, started)
+    click.echo(pipeline.summary(pipeline.build(config, progress), config.out_dir))
 
 
 @cli.command("train")
@@ -136,12 +129,10 @@ def train_command(**options):
         edge-fashion train --epochs 40 --out build
         edge-fashion convert --out build
     """
-    from edge_fashion import bundle
+    from edge_fashion.build import pipeline
 
     config = make_config(**options)
-    training = run_training(config, load_data(config))
-    bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
-    bundle.atomic_write_json(config.out_dir / "train.json", training)
+    training = pipeline.train_only(config, progress)
     click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
                f"{training['best_epoch']}; wrote {config.out_dir / 'model.keras'}")
 
@@ -156,15 +147,10 @@ def convert(**options):
     Example:
         edge-fashion convert --out build --representative-samples 1000
     """
-    from edge_fashion import bundle
+    from edge_fashion.build import pipeline
 
-    started = time.perf_counter()
     config = make_config(**options)
-    training = read_training(config.out_dir)
-    dataset = load_data(config)
-    stage = bundle.new_stage(config.out_dir)
-    (stage / "model.keras").write_bytes((config.out_dir / "model.keras").read_bytes())
-    finish(config, dataset, training, stage, started)
+    click.echo(pipeline.summary(pipeline.reconvert(config, progress), config.out_dir))
 
 
 @cli.command()
@@ -177,11 +163,12 @@ def evaluate(**options):
     Example:
         edge-fashion evaluate --out build --max-drop 0.3
     """
-    from edge_fashion import evaluate as evaluate_module
+    from edge_fashion.build import evaluate as evaluate_module
+    from edge_fashion.build import pipeline
 
     config = make_config(**options)
-    dataset = load_data(config)
-    keras_model, float_content, int8_content = read_models(config.out_dir)
+    dataset = pipeline.load_data(config, progress)
+    keras_model, float_content, int8_content = pipeline.read_models(config.out_dir)
     progress("Verifying the Keras, float and int8 models on the test set")
     verdict = evaluate_module.verify(keras_model, float_content, int8_content,
                                      dataset.test_images, dataset.test_labels)
@@ -220,10 +207,10 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
         edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
     """
-    from edge_fashion import deploy
+    from edge_fashion.deploy import transport
 
-    destination = deploy.parse_target(target, **options)
-    deploy.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+    destination = transport.parse_target(target, **options)
+    transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
 
 
 @cli.command("bench")
@@ -249,77 +236,10 @@ def bench_command(build_dir, out_dir, invokes, quick, device_python):
         edge-fashion bench build
         edge-fashion bench build --quick --device-python .cache/device-venv/bin/python
     """
-    from edge_fashion import bench, bench_report
+    from edge_fashion.bench import report, run
 
-    config = bench.make_config(build_dir, quick=quick, out_dir=out_dir, invokes=invokes, device_python=device_python)
-    click.echo(bench_report.markdown(bench.run_bench(config, progress)))
-
-
-def load_data(config):
-    from edge_fashion import data
-
-    progress("Reading Fashion-MNIST")
-    dataset = data.load_fashion_mnist(config.data_dir)
-    progress(f"  {len(dataset.train_labels):,} training and {len(dataset.test_labels):,} test images from {dataset.source}")
-    return dataset
-
-
-def run_training(config, dataset) -> dict:
-    from edge_fashion import train
-
-    split = train.make_split(config, dataset)
-    progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
-    result = train.train(config, split)
-    progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
-             f"{result.seconds:.0f} s on {result.device}")
-    return {"model": result.model, "device": result.device, "seconds": result.seconds,
-            "best_epoch": result.best_epoch, "best_validation_accuracy": result.best_validation_accuracy,
-            "history": result.history, "config": config_module.to_json(config)}
-
-
-def read_training(out_dir: pathlib.Path) -> dict:
-    import keras
-
-    if not (out_dir / "model.keras").is_file():
-        raise ValueError(f"{out_dir / 'model.keras'} not found: run `edge-fashion train --out {out_dir}` first")
-    training = json.loads((out_dir / "train.json").read_text()) if (out_dir / "train.json").is_file() else {}
-    training.setdefault("device", "unknown (trained earlier)")
-    training.setdefault("seconds", 0.0)
-    training["model"] = keras.saving.load_model(out_dir / "model.keras")
-    return training
-
-
-def read_models(out_dir: pathlib.Path):
-    import keras
-
-    names = ("model.keras", "model_float.tflite", "model_int8.tflite")
-    missing = [name for name in names if not (out_dir / name).is_file()]
-    if missing:
-        raise ValueError(f"{out_dir}: missing {', '.join(missing)}; run `edge-fashion build --out {out_dir}` first")
-    return (keras.saving.load_model(out_dir / names[0]),
-            (out_dir / names[1]).read_bytes(), (out_dir / names[2]).read_bytes())
-
-
-def finish(config, dataset, training, stage, started) -> None:
-    """Convert, verify, report and bundle in `stage`; publish it, or keep it aside if int8 is refused."""
-    import shutil
-
-    from edge_fashion import bundle, evaluate, pipeline
-
-    try:
-        result = pipeline.convert_and_verify(config, dataset, training, stage, progress)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if not result["gate"]["passed"]:
-        rejected = bundle.reject(stage, config.out_dir)
-        metrics = result["metrics"]
-        message = evaluate.gate_message(metrics["float_tflite"]["accuracy"], metrics["int8"]["accuracy"], config.max_drop)
-        raise GateRefused(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
-    result["timings"]["total_seconds"] = time.perf_counter() - started
-    bundle.atomic_write_json(stage / "report.json", result)
-    bundle.publish(stage, config.out_dir)
-    click.echo(pipeline.summary(result, config.out_dir))
+    config = run.make_config(build_dir, quick=quick, out_dir=out_dir, invokes=invokes, device_python=device_python)
+    click.echo(report.markdown(run.run_bench(config, progress)))
 
 
 def main():

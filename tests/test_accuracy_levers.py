@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from converters import quantizers, tflite
 from edge_fashion import config as config_module
-from edge_fashion import data, evaluate, train
+from edge_fashion.build import data, evaluate, train
 
 
 @pytest.fixture(scope="module")

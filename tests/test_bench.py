@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from edge_fashion import bench_report
+from edge_fashion.bench import report as bench_report
 
 
 @pytest.fixture(scope="module")

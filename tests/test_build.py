@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
 from converters import tflite
-from edge_fashion import data, model
+from edge_fashion import device_files
+from edge_fashion.build import data, model
 
 TOP_LEVEL = ("model.keras", "model_float.tflite", "model_int8.tflite", "labels.txt", "report.json",
              "report.md", "confusion_int8.png", "misclassified_int8.png")
@@ -63,7 +64,8 @@ def test_manifest_describes_the_device_model(tiny_build):
     assert manifest["accuracy"]["int8"] == report["metrics"]["int8"]["accuracy"]
     cases = manifest["self_test"]["cases"]
     assert len(cases) >= 5 and all(case["top1"] == case["label"] for case in cases)
-    assert (device / "classify.py").read_bytes() == (REPO / "device" / "classify.py").read_bytes()
+    for name in device_files.bundle_files():
+        assert (device / name).read_bytes() == (REPO / "device" / name).read_bytes()
 
 
 def test_int8_model_is_all_integer_and_float_model_is_refused(tiny_build):

@@ -2,7 +2,6 @@
 numpy 1.24 and Pillow 9.4 (tests/device_venv.py), on a real tiny build's bundle and real test images."""
 
 import ast
-import importlib.util
 import io
 import json
 import os
@@ -12,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import types
 import zlib
 
 import numpy as np
@@ -19,21 +19,21 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from edge_fashion import data, evaluate
+from edge_fashion.build import data, evaluate
 
 CLASSIFY = REPO / "device" / "classify.py"
+DEVICE_CODE = [CLASSIFY, *sorted((REPO / "device" / "fashion_board").glob("*.py"))]
 ALLOWED_IMPORTS = {"numpy", "PIL", "tflite_runtime", "ai_edge_litert", "tensorflow", "picamera2", "cv2"}
 ERROR_EXIT, MODEL_EXIT = 1, 2
 CLASSIFIED, EITHER = "classified", "classified or an error"
 
 
-def load_classify():
-    """device/classify.py as a module, for its pure numpy functions."""
-    spec = importlib.util.spec_from_file_location("device_classify", CLASSIFY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Its dataclasses look their module up while being made.
-    spec.loader.exec_module(module)
-    return module
+def load_board():
+    """The board package device/fashion_board, for its pure numpy functions, loaded from the device files."""
+    from edge_fashion import device_files
+
+    return types.SimpleNamespace(**{name: device_files.board_module(name)
+                                    for name in ("preprocess", "runtimes", "stream")})
 
 
 def run(python, script, *args, stdin=b"", env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -78,7 +78,7 @@ def camera_frame(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 @pytest.fixture(scope="session")
 def classify():
-    return load_classify()
+    return load_board()
 
 
 @pytest.fixture(scope="session")
@@ -105,25 +105,27 @@ def host_predictions(model_path, images) -> np.ndarray:
 # Pure parts, in this process.
 
 
-def test_imports_nothing_outside_stdlib_numpy_pillow_and_interpreters():
-    tree = ast.parse(CLASSIFY.read_text())
+@pytest.mark.parametrize("source", DEVICE_CODE, ids=lambda path: path.relative_to(REPO / "device").as_posix())
+def test_imports_nothing_outside_stdlib_numpy_pillow_and_interpreters(source):
+    tree = ast.parse(source.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            names.add(node.module)
+            names.add("fashion_board" if node.level else node.module)  # Relative: the board package itself.
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
             assert isinstance(node.args[0], ast.Constant), "import_module takes a literal name, to be checked here"
             names.add(node.args[0].value)
-    outside = {name for name in names if name.split(".")[0] not in sys.stdlib_module_names | ALLOWED_IMPORTS}
-    assert not outside and "edge_fashion" not in CLASSIFY.read_text()
+    allowed = sys.stdlib_module_names | ALLOWED_IMPORTS | {"fashion_board"}
+    outside = {name for name in names if name.split(".")[0] not in allowed}
+    assert not outside and "edge_fashion" not in source.read_text()
 
 
 def test_dataset_form_images_pass_through_bit_for_bit(classify, test_set):
     images, _ = test_set
     changed = [index for index, image in enumerate(images)
-               if not np.array_equal(classify.to_dataset_form(image), image)]
+               if not np.array_equal(classify.preprocess.to_dataset_form(image), image)]
     assert changed == []
 
 
@@ -132,22 +134,22 @@ def test_dataset_form_images_pass_through_bit_for_bit(classify, test_set):
 def test_quantize_inverts_dequantize_and_clips(classify, dtype, scale, zero_point):
     limits = np.iinfo(dtype)
     quantized = np.arange(limits.min, limits.max + 1, max(1, (int(limits.max) - limits.min) // 300)).astype(dtype)
-    real = classify.dequantize(quantized, scale, zero_point)
-    assert np.array_equal(classify.quantize(real, dtype, scale, zero_point), quantized)
+    real = classify.runtimes.dequantize(quantized, scale, zero_point)
+    assert np.array_equal(classify.runtimes.quantize(real, dtype, scale, zero_point), quantized)
     beyond = np.array([real.min() - 10, real.max() + 10], np.float32)
-    assert classify.quantize(beyond, dtype, scale, zero_point).tolist() == [limits.min, limits.max]
-    assert classify.dequantize(np.array([0.25], np.float32), 0.0, 0).tolist() == [0.25]
+    assert classify.runtimes.quantize(beyond, dtype, scale, zero_point).tolist() == [limits.min, limits.max]
+    assert classify.runtimes.dequantize(np.array([0.25], np.float32), 0.0, 0).tolist() == [0.25]
 
 
 def test_top_predictions_and_latency_summary(classify):
     scores = np.array([0.1, 0.6, 0.3], np.float32)
-    best = classify.top_predictions(scores, ["a", "b", "c"], 2)
+    best = classify.runtimes.top_predictions(scores, ["a", "b", "c"], 2)
     assert [(item.label, item.index) for item in best] == [("b", 1), ("c", 2)]
-    runtime = classify.Runtime("tflite_runtime", "2.14.0", object)
-    summary = classify.latency_summary([1.0, 2.0, 3.0, 10.0], 1, 0.5, runtime)
+    runtime = classify.runtimes.Runtime("tflite_runtime", "2.14.0", object)
+    summary = classify.stream.latency_summary([1.0, 2.0, 3.0, 10.0], 1, 0.5, runtime)
     assert summary["count"] == 4 and summary["errors"] == 1 and summary["fps"] == 8.0
     assert summary["ms_mean"] == 4.0 and summary["ms_p50"] == 2.5
-    assert classify.latency_summary([], 2, 0.5, runtime)["ms_p95"] is None
+    assert classify.stream.latency_summary([], 2, 0.5, runtime)["ms_p95"] is None
 
 
 # The script on the board's software.

@@ -14,7 +14,7 @@ import pytest
 
 import sshd
 from conftest import run_cli
-from edge_fashion import deploy
+from edge_fashion.deploy import transport as deploy
 
 MODEL = "model_int8.tflite"
 TEST_CALL_TIMEOUT_SECONDS = 60  # No agent call in these tests may hang the suite for long.
@@ -43,9 +43,9 @@ def over_ssh(server: sshd.SshServer, directory: pathlib.Path, **options) -> depl
 
 
 def assert_same_files(bundle_dir: pathlib.Path, directory: pathlib.Path) -> None:
-    for path in bundle_dir.iterdir():
-        assert (directory / path.name).read_bytes() == path.read_bytes(), path.name
-    assert not list(directory.glob(".*.partial-*"))
+    for name in deploy.bundle_file_names(bundle_dir):
+        assert (directory / name).read_bytes() == (bundle_dir / name).read_bytes(), name
+    assert not list(directory.rglob(".*.partial-*"))
 
 
 def bundle_with_model(bundle_dir: pathlib.Path, folder: pathlib.Path, model: bytes) -> pathlib.Path:
@@ -85,7 +85,7 @@ def test_a_target_without_a_folder_is_refused():
 def test_local_deploy_then_redeploy_sends_nothing(bundle_dir, tmp_path):
     card = tmp_path / "card" / "fashion"
     first = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
-    assert set(first.sent) == {path.name for path in bundle_dir.iterdir()}
+    assert set(first.sent) == set(deploy.bundle_file_names(bundle_dir))
     assert first.sent[-1] == "manifest.json"
     assert_same_files(bundle_dir, card)
     again = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
@@ -110,7 +110,7 @@ def test_deploy_over_ssh_redeploy_and_repair(ssh_server, bundle_dir, tmp_path):
     board = tmp_path / "board"
     result = run_cli("deploy", "--bundle", str(bundle_dir), "--ssh-config", str(ssh_server.config),
                      f"{sshd.HOST_ALIAS}:{board}")
-    count = len(list(bundle_dir.iterdir()))
+    count = len(deploy.bundle_file_names(bundle_dir))
     assert f"sending {MODEL}" in result.output
     assert f"{count} sent" in result.output and f"{count} verified by sha256" in result.output
     assert_same_files(bundle_dir, board)
@@ -130,13 +130,13 @@ def test_port_and_identity_options(ssh_server, bundle_dir, tmp_path):
     # No alias here: user, port and key come from the options, host keys from the config.
     target = deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{tmp_path / 'board'}", port=ssh_server.port,
                                  identity=ssh_server.identity, ssh_config=ssh_server.config)
-    assert len(deploy.deploy(bundle_dir, target).sent) == len(list(bundle_dir.iterdir()))
+    assert len(deploy.deploy(bundle_dir, target).sent) == len(deploy.bundle_file_names(bundle_dir))
 
 
 def test_a_killed_deploy_leaves_the_old_model_whole(ssh_server, bundle_dir, tmp_path):
     board = tmp_path / "board"
     deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
-    old_files = {path.name: path.read_bytes() for path in board.iterdir()}
+    old_files = {name: (board / name).read_bytes() for name in deploy.bundle_file_names(board)}
     # A 4 MB model over a 2 MB/s link: the deploy is killed once 1 MB of it has landed.
     big_bundle = bundle_with_model(bundle_dir, tmp_path / "big", os.urandom(4_000_000))
     command = [sys.executable, "-m", "edge_fashion", "deploy", "--bundle", str(big_bundle),
@@ -150,7 +150,7 @@ def test_a_killed_deploy_leaves_the_old_model_whole(ssh_server, bundle_dir, tmp_
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     assert process.returncode == -signal.SIGKILL
-    assert {path.name: path.read_bytes() for path in board.iterdir() if not path.name.startswith(".")} == old_files
+    assert {name: (board / name).read_bytes() for name in deploy.bundle_file_names(board)} == old_files
     wait_until(lambda: not list(board.glob(".*.partial-*")), "the agent removes its partial files")
 
     finished = deploy.deploy(big_bundle, over_ssh(ssh_server, board))

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from edge_fashion import config, model
+from edge_fashion import config
+from edge_fashion.build import model
 
 
 def test_shape_and_parameter_count():

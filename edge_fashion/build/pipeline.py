@@ -1,12 +1,15 @@
-"""After training: convert, verify, report and bundle into a staging folder, and say how it went."""
+"""The build from end to end: read the data, train, then convert, verify, report and bundle into a
+staging folder that is published whole, or kept aside when the gate refuses the int8 model."""
 
 import datetime
+import json
 import pathlib
+import shutil
 import time
 
 import edge_fashion
-from edge_fashion import bundle, data, evaluate, quantization_report, report, train
 from edge_fashion import config as config_module
+from edge_fashion.build import bundle, data, evaluate, quantization_report, report, train
 from converters import quantizers, tflite
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
@@ -99,3 +102,95 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
         f"written to             {out_dir}/ (report.md, model_*.tflite); copy {out_dir / 'device'}/ to the board",
     ])
+
+
+# The stages the commands chain: each takes the config and a progress callback, none prints.
+
+
+def build(config: config_module.BuildConfig, progress) -> dict:
+    """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
+    started = time.perf_counter()
+    dataset = load_data(config, progress)
+    training = run_training(config, dataset, progress)
+    stage = bundle.new_stage(config.out_dir)
+    bundle.save_keras_atomically(training["model"], stage / "model.keras")
+    return finish(config, dataset, training, stage, started, progress)
+
+
+def reconvert(config: config_module.BuildConfig, progress) -> dict:
+    """Convert, verify and publish OUT/model.keras again without training."""
+    started = time.perf_counter()
+    training = read_training(config.out_dir)
+    dataset = load_data(config, progress)
+    stage = bundle.new_stage(config.out_dir)
+    (stage / "model.keras").write_bytes((config.out_dir / "model.keras").read_bytes())
+    return finish(config, dataset, training, stage, started, progress)
+
+
+def train_only(config: config_module.BuildConfig, progress) -> dict:
+    """Train and write OUT/model.keras and OUT/train.json; return what train.json holds."""
+    training = run_training(config, load_data(config, progress), progress)
+    bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
+    bundle.atomic_write_json(config.out_dir / "train.json", training)
+    return training
+
+
+def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
+    progress("Reading Fashion-MNIST")
+    dataset = data.load_fashion_mnist(config.data_dir)
+    progress(f"  {len(dataset.train_labels):,} training and {len(dataset.test_labels):,} test images from {dataset.source}")
+    return dataset
+
+
+def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progress) -> dict:
+    split = train.make_split(config, dataset)
+    progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
+    result = train.train(config, split)
+    progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
+             f"{result.seconds:.0f} s on {result.device}")
+    return {"model": result.model, "device": result.device, "seconds": result.seconds,
+            "best_epoch": result.best_epoch, "best_validation_accuracy": result.best_validation_accuracy,
+            "history": result.history, "config": config_module.to_json(config)}
+
+
+def read_training(out_dir: pathlib.Path) -> dict:
+    import keras
+
+    if not (out_dir / "model.keras").is_file():
+        raise ValueError(f"{out_dir / 'model.keras'} not found: run `edge-fashion train --out {out_dir}` first")
+    training = json.loads((out_dir / "train.json").read_text()) if (out_dir / "train.json").is_file() else {}
+    training.setdefault("device", "unknown (trained earlier)")
+    training.setdefault("seconds", 0.0)
+    training["model"] = keras.saving.load_model(out_dir / "model.keras")
+    return training
+
+
+def read_models(out_dir: pathlib.Path):
+    """(Keras model, float TFLite bytes, int8 TFLite bytes) of a finished build."""
+    import keras
+
+    missing = [name for name in MODEL_NAMES if not (out_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{out_dir}: missing {', '.join(missing)}; run `edge-fashion build --out {out_dir}` first")
+    return (keras.saving.load_model(out_dir / MODEL_NAMES[0]),
+            (out_dir / MODEL_NAMES[1]).read_bytes(), (out_dir / MODEL_NAMES[2]).read_bytes())
+
+
+def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: dict, stage: pathlib.Path,
+           started: float, progress) -> dict:
+    """Convert, verify, report and bundle in `stage`; publish it and return the report, or keep it
+    aside and raise GateError if int8 is refused."""
+    try:
+        result = convert_and_verify(config, dataset, training, stage, progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not result["gate"]["passed"]:
+        rejected = bundle.reject(stage, config.out_dir)
+        metrics = result["metrics"]
+        message = evaluate.gate_message(metrics["float_tflite"]["accuracy"], metrics["int8"]["accuracy"], config.max_drop)
+        raise evaluate.GateError(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
+    result["timings"]["total_seconds"] = time.perf_counter() - started
+    bundle.atomic_write_json(stage / "report.json", result)
+    bundle.publish(stage, config.out_dir)
+    return result

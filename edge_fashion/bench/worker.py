@@ -1,12 +1,12 @@
 """Measure one model under one runtime in a process of its own; imports nothing from edge_fashion.
 
-`edge_fashion.bench` runs this file with the python of the environment that holds the runtime (the
+`edge_fashion.bench.run` runs this file with the python of the environment that holds the runtime (the
 device venv for tflite-runtime), so it needs only the standard library, numpy and the runtime.
 
-    python bench_worker.py probe
-    python bench_worker.py measure --runtime ai_edge_litert --model model_int8.tflite \
+    python worker.py probe
+    python worker.py measure --runtime ai_edge_litert --model model_int8.tflite \
         --images images.u8 --invokes 1000 --warmup 100 --batch-size 256 --batches 20
-    BENCH_PEAK_RSS_FILE=rss.txt python bench_worker.py script classify.py --json photo.png
+    BENCH_PEAK_RSS_FILE=rss.txt python worker.py script classify.py --json photo.png
 
 `probe` and `measure` print one JSON object on stdout. `script` runs a script as `__main__` and, at
 exit, writes the process's peak RSS in bytes to $BENCH_PEAK_RSS_FILE.

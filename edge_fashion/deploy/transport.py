@@ -2,7 +2,7 @@
 
 `deploy()` reads the bundle and refuses a model that fails its manifest's sha256, then asks the
 target for the sha256 of each file, sends only those that differ, and reads every sha256 back.
-On the target the work is done by `deploy_agent.py`, which the board's python3 runs from stdin
+On the target the work is done by `agent.py` (edge_fashion/deploy/agent.py), which the board's python3 runs from stdin
 (nothing is installed there), through `ssh` so that ~/.ssh/config applies, or locally for a
 mounted SD card. One ssh connection (ControlMaster) serves all of a deploy's calls.
 
@@ -23,7 +23,7 @@ import tempfile
 import time
 import typing
 
-from edge_fashion import deploy_agent
+from edge_fashion.deploy import agent as deploy_agent
 
 CONNECT_TIMEOUT_SECONDS = 10  # How long ssh waits for the board to answer at all.
 CALL_TIMEOUT_SECONDS = 600  # The longest one agent call may take (pip on a Pi Zero is slow).
@@ -113,6 +113,16 @@ def copy_and_verify(files: dict[str, bytes], target: Target, progress: typing.Ca
     return DeployResult(sent, unchanged, len(files), bytes_sent, seconds)
 
 
+def bundle_file_names(bundle_dir: pathlib.Path) -> list[str]:
+    """Every file of the bundle as a relative POSIX path ('fashion_board/runtimes.py'), hidden and cache files left out."""
+    names = []
+    for path in sorted(bundle_dir.rglob("*")):
+        relative = path.relative_to(bundle_dir)
+        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            names.append(relative.as_posix())
+    return names
+
+
 def read_bundle(bundle_dir: pathlib.Path) -> dict[str, bytes]:
     """The bundle's files, manifest last; refuses a bundle whose model fails its sha256."""
     manifest_path = bundle_dir / MANIFEST
@@ -124,8 +134,7 @@ def read_bundle(bundle_dir: pathlib.Path) -> dict[str, bytes]:
         required = [model_name, manifest["labels_file"], "classify.py"]
     except (ValueError, KeyError, TypeError) as error:
         raise DeployError(f"{manifest_path} is not a bundle manifest: {error}") from error
-    files = {path.name: path.read_bytes() for path in sorted(bundle_dir.iterdir())
-             if path.is_file() and not path.name.startswith(".") and path.name != MANIFEST}
+    files = {name: (bundle_dir / name).read_bytes() for name in bundle_file_names(bundle_dir) if name != MANIFEST}
     missing = [name for name in required if name not in files]
     if missing:
         raise DeployError(f"{bundle_dir} lacks {', '.join(missing)}: rebuild the bundle")

@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 
 import edge_fashion
-from edge_fashion import bench_report, bundle
+from edge_fashion.bench import report as bench_report
+from edge_fashion.build import bundle
 
-WORKER = pathlib.Path(__file__).resolve().with_name("bench_worker.py")
-DEVICE_VENV_PYTHON = pathlib.Path(__file__).resolve().parent.parent / ".cache" / "device-venv" / "bin" / "python"
+WORKER = pathlib.Path(__file__).resolve().with_name("worker.py")
+DEVICE_VENV_PYTHON = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "device-venv" / "bin" / "python"
 RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow")
 MODEL_RUNTIMES = {"int8": RUNTIMES, "float32": RUNTIMES, "keras": ("tensorflow",)}
 CHILD_TIMEOUT_SECONDS = 600  # A hung runtime fails its own row, not the whole bench.

@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from edge_fashion import config as config_module
-from edge_fashion import data
-from edge_fashion import model as model_module
+from edge_fashion.build import data
+from edge_fashion.build import model as model_module
 
 
 @dataclasses.dataclass(frozen=True)

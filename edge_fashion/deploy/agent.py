@@ -87,21 +87,32 @@ def receive(folder: pathlib.Path, stream: typing.BinaryIO) -> list[str]:
     """Write every file under a temporary name first, then rename them all (the manifest comes
     last): an interrupted copy leaves the old files whole, never a torn model."""
     header = json.loads(stream.readline())
-    for entry in header:
-        for stale in folder.glob(f".{entry['name']}.partial-*"):
+    targets = [bundle_path(folder, entry["name"]) for entry in header]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.partial-*"):
             stale.unlink()  # Left by an earlier deploy that was killed.
-    partials = [folder / f".{entry['name']}.partial-{os.getpid()}" for entry in header]
+    partials = [target.with_name(f".{target.name}.partial-{os.getpid()}") for target in targets]
     try:
         for entry, partial in zip(header, partials):
             write_partial(partial, entry, stream)
-        for entry, partial in zip(header, partials):
-            os.replace(partial, folder / entry["name"])
-        fsync_folder(folder)
+        for target, partial in zip(targets, partials):
+            os.replace(partial, target)
+        for parent in sorted({target.parent for target in targets}):
+            fsync_folder(parent)
     finally:
         for partial in partials:
             if partial.exists():
                 partial.unlink()
     return [entry["name"] for entry in header]
+
+
+def bundle_path(folder: pathlib.Path, name: str) -> pathlib.Path:
+    """folder/name for a relative name such as 'fashion_board/runtimes.py'; never a path outside folder."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise AgentError(f"refusing the file name {name!r}: not a plain path inside {folder}")
+    return folder.joinpath(*parts)
 
 
 def write_partial(partial: pathlib.Path, entry: dict, stream: typing.BinaryIO) -> None:
@@ -110,14 +121,14 @@ def write_partial(partial: pathlib.Path, entry: dict, stream: typing.BinaryIO) -
         while left > 0:
             block = stream.read(min(left, BLOCK_BYTES))
             if not block:
-                raise AgentError(f"the copy of {partial.parent / entry['name']} was cut off; the old file is kept")
+                raise AgentError(f"the copy of {partial.parent / entry['name'].rsplit('/', 1)[-1]} was cut off; the old file is kept")
             digest.update(block)
             output.write(block)
             left -= len(block)
         output.flush()
         os.fsync(output.fileno())
     if digest.hexdigest() != entry["sha256"]:
-        raise AgentError(f"{partial.parent / entry['name']} arrived damaged (sha256 differs); the old file is kept")
+        raise AgentError(f"{partial.parent / entry['name'].rsplit('/', 1)[-1]} arrived damaged (sha256 differs); the old file is kept")
 
 
 def fsync_folder(folder: pathlib.Path) -> None:

@@ -11,10 +11,9 @@ import shutil
 import numpy as np
 
 import edge_fashion
-from edge_fashion import evaluate
+from edge_fashion import device_files
+from edge_fashion.build import evaluate
 
-REPO_DEVICE_DIR = pathlib.Path(__file__).resolve().parent.parent / "device"
-DEVICE_FILES = ("classify.py", "requirements.txt", "README.md")  # Copied as they are from device/.
 INT8_NAME, REJECTED_NAME = "model_int8.tflite", "model_int8.rejected.tflite"
 SELF_TEST_TOLERANCE = 0.0625  # Dequantized probability; 16 steps of 1/256, above the 14 seen between runtimes.
 SELF_TEST_MARGIN = 0.3  # Top-1 minus top-2 probability: a tolerance-sized wobble cannot flip the class.
@@ -152,8 +151,5 @@ def write_device_bundle(folder: pathlib.Path, int8_content: bytes, labels: list[
     atomic_write_bytes(folder / INT8_NAME, int8_content)
     atomic_write_text(folder / "labels.txt", "\n".join(labels) + "\n")
     atomic_write_json(folder / "manifest.json", manifest_value)
-    for name in DEVICE_FILES:
-        source = REPO_DEVICE_DIR / name
-        if not source.is_file():
-            raise ValueError(f"{source} is missing: the package's device/ folder is incomplete")
-        atomic_write_bytes(folder / name, source.read_bytes())
+    for name in device_files.bundle_files():
+        atomic_write_bytes(folder / name, (device_files.DEVICE_DIR / name).read_bytes())

@@ -1,0 +1,171 @@
+"""A decoded image to the model's 28x28 frame: light garment on black, trimmed and centred, as in the data set.
+
+The host runs this very module (the host package loads it from the device files) so that the board and the
+host make identical frames.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .common import SIDE
+
+MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
+WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough to crop well.
+DARK_BORDER = 32  # A border whose median is at most this is a dark background, as in the data set.
+
+
+def decode(source, use_draft: bool) -> Image.Image:
+    """Open and decode a path or a file object, JPEGs at reduced size when allowed."""
+    try:
+        image = Image.open(source)
+    except Image.UnidentifiedImageError:
+        raise ValueError("cannot identify the image format: empty, damaged or not an image") from None
+    with image:
+        if use_draft and image.format == "JPEG":
+            image.draft("L", (WORK_SIDE, WORK_SIDE))  # Decodes at 1/2 to 1/8 scale: ~10x faster.
+        image.load()
+        return ImageOps.exif_transpose(image)
+
+
+def crop_roi(image: Image.Image, roi: tuple | None) -> Image.Image:
+    if roi is None:
+        return image
+    left, top, width, height = roi
+    if left + width > image.width or top + height > image.height:
+        raise ValueError(f"--roi {left},{top},{width},{height} lies outside the {image.width}x{image.height} image")
+    return image.crop((left, top, left + width, top + height))
+
+
+def flatten_alpha(image: Image.Image) -> np.ndarray:
+    """Grayscale with transparent parts set to the background that contrasts with the opaque ones."""
+    gray, alpha = image.convert("LA").split()
+    gray_values = np.asarray(gray, dtype=np.float32)
+    opacity = np.asarray(alpha, dtype=np.float32) / 255
+    opaque = gray_values[opacity > 0.5]
+    background = 0.0 if opaque.size and opaque.mean() > 127 else 255.0
+    return np.round(gray_values * opacity + background * (1 - opacity)).astype(np.uint8)
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode to (H, W) uint8 luminance; 8-bit grayscale is returned as it is."""
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if mode.startswith("I"):  # 16-bit (I;16*) and 32-bit integer: treat as 16-bit samples.
+        return np.clip(np.round(np.asarray(image, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = values * 255 if values.size and np.nanmax(values) <= 1 else values
+        return np.clip(np.nan_to_num(values), 0, 255).astype(np.uint8)
+    if mode == "P" and "transparency" in image.info or mode in ("PA", "RGBA", "LA", "La", "RGBa"):
+        return flatten_alpha(image.convert("RGBA"))
+    if mode == "CMYK":
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def border_pixels(image: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of an (H, W) array, flattened."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
+    """True for a photo's light background: a light border, and the garment darker than it.
+
+    The data set's images have a dark border. Of the pixels that differ clearly from the fitted
+    background, more differ by being darker: faint shading (vignetting) is ignored by the margin.
+    """
+    border = border_pixels(gray)
+    if float(np.median(border)) <= DARK_BORDER:
+        return False
+    if background is None:
+        background = fit_background(gray.astype(np.float32))
+    difference = gray.astype(np.float32) - background
+    margin = max(24.0, 3 * float(np.median(np.abs(border_pixels(difference)))))
+    return float(np.clip(-difference - margin, 0, None).sum()) > float(np.clip(difference - margin, 0, None).sum())
+
+
+def fit_background(gray: np.ndarray) -> np.ndarray:
+    """A plane a + b*x + c*y fitted to the border, robust to a garment touching it: (H, W) float32."""
+    height, width = gray.shape
+    if min(height, width) < 8:
+        return np.full(gray.shape, float(np.median(border_pixels(gray))), dtype=np.float32)
+    columns = np.arange(width, dtype=np.float32)[np.newaxis, :]  # (1, W), broadcast below.
+    rows = np.arange(height, dtype=np.float32)[:, np.newaxis]  # (H, 1)
+    border_columns = border_pixels(np.broadcast_to(columns, (height, width)))
+    border_rows = border_pixels(np.broadcast_to(rows, (height, width)))
+    design = np.stack([np.ones(2 * (height + width)), border_columns, border_rows], axis=1)
+    values = border_pixels(gray)
+    keep = np.ones(len(values), dtype=bool)
+    for _ in range(3):  # Refit without the border pixels the garment covers.
+        coefficients = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = np.abs(values - design @ coefficients)
+        keep = residual <= max(8.0, 2.5 * float(np.median(residual)))
+    return (coefficients[0] + coefficients[1] * columns + coefficients[2] * rows).astype(np.float32)
+
+
+def garment_signal(gray: np.ndarray) -> np.ndarray:
+    """How much each pixel differs from the background, 0 (background) to 255: (H, W) float."""
+    background = fit_background(gray)
+    if has_light_background(gray, background):
+        # A photo: pixel = light * reflectance, so dividing by the background evens out the lighting.
+        signal = 255 * (1 - gray / np.maximum(background, 1))
+    else:
+        signal = gray - background
+    noise = min(128.0, float(np.percentile(np.abs(border_pixels(signal)), 90)) + 4)
+    return np.clip((signal - noise) * 255 / (255 - noise), 0, 255)
+
+
+def garment_box(signal: np.ndarray) -> tuple:
+    """(top, bottom, left, right) around the garment, ignoring specks; ValueError when blank."""
+    peak = float(signal.max()) if signal.size else 0.0
+    if peak < 24:
+        raise ValueError("no garment found: the frame is blank or uniform")
+    mask = signal > 0.2 * peak
+    rows = np.flatnonzero(mask.sum(axis=1) >= max(1, 0.02 * mask.shape[1]))
+    columns = np.flatnonzero(mask.sum(axis=0) >= max(1, 0.02 * mask.shape[0]))
+    if not rows.size or not columns.size:
+        raise ValueError("no garment found: only specks differ from the background")
+    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+
+
+def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
+    """Resize so the longest side is 28, keep the aspect ratio, centre on black: (28, 28) uint8."""
+    height, width = garment.shape
+    factor = SIDE / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    resized = Image.fromarray(garment.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    pixels = np.clip(np.asarray(resized), 0, None)
+    pixels = pixels * (255 / pixels.max()) if pixels.max() > 0 else pixels
+    canvas = np.zeros((SIDE, SIDE), dtype=np.uint8)
+    top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
+    canvas[top: top + size[1], left: left + size[0]] = np.round(pixels).astype(np.uint8)
+    return canvas
+
+
+def to_dataset_form(gray: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grayscale to the model's (28, 28) uint8: light garment, trimmed, centred on black."""
+    if gray.shape == (SIDE, SIDE) and not has_light_background(gray):
+        return gray  # Already in the data set's form: pass it through, bit for bit.
+    image = Image.fromarray(gray)
+    if max(image.size) > WORK_SIDE:
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+    signal = garment_signal(np.asarray(image, dtype=np.float32))
+    top, bottom, left, right = garment_box(signal)
+    return centre_on_canvas(signal[top:bottom, left:right])
+
+
+def preprocess(image: Image.Image, roi: tuple | None) -> np.ndarray:
+    """A decoded image to the model's (28, 28) uint8 input."""
+    return to_dataset_form(to_grayscale(crop_roi(image, roi)))
+
+
+def configure_pillow() -> None:
+    """Refuse decompression bombs instead of warning and decoding gigabytes."""
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    Image.preinit()  # Imports the common format plugins now, so they count as startup.

@@ -1,0 +1,1 @@
+"""Getting a bundle onto a board: the ssh or folder transport and the agent it runs on the board."""
