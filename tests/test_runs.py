@@ -221,3 +221,8 @@ def test_a_write_error_names_the_path(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
         signal.signal(signal.SIGXFSZ, previous_handler)
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_runs_has_help_with_an_example():
+    output = run_cli("runs", "--help").output
+    assert "Example" in output and "--keep" in output
