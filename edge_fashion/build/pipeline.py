@@ -5,7 +5,6 @@ int8 model. Each stage that writes holds OUT's lock."""
 import datetime
 import json
 import pathlib
-import shutil
 import time
 
 import edge_fashion
@@ -135,7 +134,7 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
             runs.copy_file(source / "model.keras", stage / "model.keras")
             result = finish(config, dataset, training, stage, started, progress)
         if source == config.out_dir / TRAINED:
-            shutil.rmtree(source)
+            runs.retire(source)
         return result
 
 

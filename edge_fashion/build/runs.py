@@ -23,7 +23,7 @@ import shutil
 
 RUNS, LATEST, LOCK = "runs", "latest", ".lock"
 # Leftovers named after the pid that made them; removed once that process is gone.
-PID_PREFIXES = (".staging-", ".pruning-", ".retired-", ".latest.tmp-")
+PID_PREFIXES = (".staging-", ".retired-", ".latest.tmp-")
 # What a build of the layout before runs left at the top of OUT; adopted as a run on the first build.
 OLD_LAYOUT_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite", "labels.txt", "report.json",
                     "report.md", "confusion_int8.png", "misclassified_int8.png", "train.json", "device")
@@ -122,6 +122,14 @@ def remove(path: pathlib.Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def retire(folder: pathlib.Path) -> None:
+    """Delete a folder after renaming it aside, so it is there whole or not at all (a killed delete
+    leaves a .retired- folder the next build removes)."""
+    retired = folder.with_name(f".retired-{os.getpid()}-{folder.name}")
+    os.replace(folder, retired)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 # Staging and publishing.
 
 
@@ -162,7 +170,7 @@ def swap_folder(stage: pathlib.Path, target: pathlib.Path) -> None:
         os.replace(stage, target)
     except OSError as error:
         raise write_error(target, error) from None
-    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)  # Already out of sight; a kill here leaves it for the next build.
 
 
 def run_name(out_dir: pathlib.Path, int8_sha256: str, when: datetime.datetime | None = None) -> str:
@@ -207,7 +215,7 @@ def link_top_level(out_dir: pathlib.Path, run: pathlib.Path) -> None:
         temporary.unlink(missing_ok=True)
         os.symlink(target, temporary)
         if top.is_dir() and not top.is_symlink():
-            retired = top.with_name(f".pruning-{os.getpid()}-{entry.name}")
+            retired = top.with_name(f".retired-{os.getpid()}-{entry.name}")
             os.replace(top, retired)
             os.replace(temporary, top)
             shutil.rmtree(retired)
@@ -296,10 +304,7 @@ def prune(out_dir: pathlib.Path, keep: int) -> list[str]:
     runs = list_runs(out_dir)
     doomed = [run for run in runs[:max(len(runs) - keep, 0)] if not run.latest]
     for run in doomed:
-        # Renamed first, so a half-deleted run never shows as a run.
-        retired = run.path.with_name(f".pruning-{os.getpid()}-{run.name}")
-        os.replace(run.path, retired)
-        shutil.rmtree(retired)
+        retire(run.path)  # A half-deleted run never shows as a run.
     return [run.name for run in doomed]
 
 
