@@ -104,8 +104,11 @@ def cli():
 def build(**options):
     """Train the MLP, convert it to float and int8 TFLite, verify int8 against float, write the bundle.
 
-    Exits with status 3, leaving the last good build untouched, when the int8 model loses more
-    than --max-drop points of test accuracy; the refused model is kept in OUT/rejected/.
+    Each build becomes a run of its own, OUT/runs/<UTC time>-<int8 sha256>/, published whole;
+    OUT/latest then points at it, and OUT/device, OUT/report.md ... are links through latest.
+    Exits with status 3, leaving latest untouched, when the int8 model loses more than --max-drop
+    points of test accuracy; the refused model is kept in OUT/rejected/. A second build into the
+    same OUT while one runs stops with an error naming it.
 
     \b
     Example:
@@ -122,7 +125,9 @@ def build(**options):
 @build_options
 @user_errors
 def train_command(**options):
-    """Train only: write OUT/model.keras and OUT/train.json (history, best epoch, device).
+    """Train only: write OUT/trained/model.keras and train.json (history, best epoch, device).
+
+    The next `convert` quantizes that model into a run.
 
     \b
     Example:
@@ -134,14 +139,16 @@ def train_command(**options):
     config = make_config(**options)
     training = pipeline.train_only(config, progress)
     click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
-               f"{training['best_epoch']}; wrote {config.out_dir / 'model.keras'}")
+               f"{training['best_epoch']}; wrote {config.out_dir / pipeline.TRAINED / 'model.keras'}")
 
 
 @cli.command()
 @build_options
 @user_errors
 def convert(**options):
-    """Re-quantize OUT/model.keras without retraining, verify it, and publish it if it passes.
+    """Re-quantize a model without retraining, verify it, and publish it as a new run if it passes.
+
+    The model is the one `train` left in OUT/trained/, else the latest run's.
 
     \b
     Example:
@@ -157,7 +164,8 @@ def convert(**options):
 @build_options
 @user_errors
 def evaluate(**options):
-    """Re-verify the models already in OUT over the test set; exit 3 if int8 fails the gate.
+    """Re-verify the latest run's models (or those of the run given as --out) over the test set; exit 3 if
+    int8 fails the gate.
 
     \b
     Example:
@@ -184,7 +192,7 @@ def evaluate(**options):
 @click.argument("target")
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
               default=config_module.BuildConfig().out_dir / "device", show_default=True,
-              help="The bundle to copy: a build's device/ folder.")
+              help="The bundle to copy: a build's device/ folder, a run (OUT/runs/NAME), OUT/latest or OUT.")
 @click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
 @click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
               help="The private key to log in with (ssh -i).")
@@ -207,10 +215,38 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
         edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
     """
+    from edge_fashion.build import runs
     from edge_fashion.deploy import transport
 
     destination = transport.parse_target(target, **options)
+    bundle_dir = runs.bundle_folder(bundle_dir)
     transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+
+
+@cli.command("runs")
+@click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
+              default=config_module.BuildConfig().out_dir, show_default=True, help="The build folder.")
+@click.option("--keep", type=click.IntRange(1), help="Delete all but the newest N runs; the latest is always kept.")
+@user_errors
+def runs_command(out_dir, keep):
+    """List the builds in OUT/runs/, oldest first, the latest (what OUT/device is) marked with *.
+
+    Shows each run's seed, float and int8 test accuracy, real-photo accuracy when the build
+    measured it, the int8 model's size and sha256.
+
+    \b
+    Examples:
+        edge-fashion runs
+        edge-fashion runs --keep 5
+        edge-fashion deploy pi@raspberrypi.local:fashion --bundle build/runs/20261129T160530Z-1a2b3c4d
+    """
+    from edge_fashion.build import runs
+
+    if keep is not None:
+        for name in runs.prune(out_dir, keep):
+            click.echo(f"deleted {out_dir / runs.RUNS / name}")
+    listed = runs.list_runs(out_dir)
+    click.echo(runs.table(listed) if listed else f"No runs in {out_dir / runs.RUNS} yet.")
 
 
 @cli.command("bench")

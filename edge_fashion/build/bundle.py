@@ -1,4 +1,4 @@
-"""Artifacts on disk: atomic writes, a staging folder published only when the build passes, the device bundle."""
+"""Artifacts on disk: atomic writes, the refused build kept aside, the device bundle (runs.py publishes)."""
 
 import base64
 import datetime
@@ -12,7 +12,7 @@ import numpy as np
 
 import edge_fashion
 from edge_fashion import device_files
-from edge_fashion.build import evaluate
+from edge_fashion.build import evaluate, runs
 
 INT8_NAME, REJECTED_NAME = "model_int8.tflite", "model_int8.rejected.tflite"
 SELF_TEST_TOLERANCE = 0.0625  # Dequantized probability; 16 steps of 1/256, above the 14 seen between runtimes.
@@ -28,16 +28,20 @@ def sha256_file(path: pathlib.Path) -> str:
 
 
 def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename: readers see old or new, never half."""
+    """Write to a temporary name in the same folder, fsync, then rename: readers see old or new, never half.
+
+    Raises ValueError naming `path` when the write fails (a full disk's OSError names no file)."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise runs.write_error(path, error) from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -58,40 +62,19 @@ def save_keras_atomically(model, path: pathlib.Path) -> None:
     try:
         model.save(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        raise runs.write_error(path, error) from None
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def new_stage(out_dir: pathlib.Path) -> pathlib.Path:
-    """A fresh staging folder inside `out_dir`, so publishing is a rename on the same file system."""
-    stage = pathlib.Path(out_dir) / f".staging-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    return stage
-
-
-def publish(stage: pathlib.Path, out_dir: pathlib.Path) -> None:
-    """Move every staged artifact into `out_dir`, one rename each; the device folder is swapped whole."""
-    for item in sorted(stage.iterdir(), key=lambda path: path.name == "report.json"):
-        target = out_dir / item.name
-        if item.is_dir():
-            retired = out_dir / f".retired-{item.name}-{os.getpid()}"
-            if target.exists():
-                os.replace(target, retired)
-            os.replace(item, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(item, target)
-    stage.rmdir()
-
-
 def reject(stage: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
-    """Keep a refused build aside in `out_dir/rejected/`; return the rejected model's path."""
+    """Keep a refused build aside in `out_dir/rejected/` (the previous one swapped out whole); return
+    the rejected model's path. Refused builds never become runs, so `latest` cannot reach them."""
     rejected = out_dir / "rejected"
-    shutil.rmtree(rejected, ignore_errors=True)
     shutil.rmtree(stage / "device", ignore_errors=True)
     os.replace(stage / INT8_NAME, stage / REJECTED_NAME)
-    os.replace(stage, rejected)
+    runs.swap_folder(stage, rejected)
     return rejected / REJECTED_NAME
 
 

@@ -1,18 +1,19 @@
 """The build from end to end: read the data, train, then convert, verify, report and bundle into a
-staging folder that is published whole, or kept aside when the gate refuses the int8 model."""
+staging folder that is published whole as a run (runs.py), or kept aside when the gate refuses the
+int8 model. Each stage that writes holds OUT's lock."""
 
 import datetime
 import json
 import pathlib
-import shutil
 import time
 
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, quantization_report, report, train
+from edge_fashion.build import bundle, data, evaluate, quantization_report, report, runs, train
 from converters import quantizers, tflite
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
+TRAINED = "trained"  # OUT/trained/: what `train` wrote, which the next `convert` turns into a run.
 
 
 def representative_images(config: config_module.BuildConfig, dataset: data.Dataset):
@@ -78,7 +79,7 @@ def make_report(config, dataset, training, verdict, stage, int8_content) -> dict
         "versions": report.package_versions(),
         "device": training["device"],
         "data": {"source": str(dataset.source), "test_images": len(dataset.test_labels)},
-        "training": {key: training.get(key) for key in ("best_epoch", "best_validation_accuracy", "history")},
+        "training": {key: training.get(key) for key in ("seed", "best_epoch", "best_validation_accuracy", "history")},
         "timings": {"train_seconds": training["seconds"]},
         "metrics": verdict.to_json(),
         "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": evaluate.gate_passed(drop, config.max_drop)},
@@ -100,7 +101,8 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"({ratio:.2f}x)",
         f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s; "
         f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
-        f"written to             {out_dir}/ (report.md, model_*.tflite); copy {out_dir / 'device'}/ to the board",
+        f"written to             {out_dir / runs.RUNS / result['run']}/, now {out_dir / runs.LATEST}; "
+        f"copy {out_dir / 'device'}/ to the board",
     ])
 
 
@@ -111,28 +113,48 @@ def build(config: config_module.BuildConfig, progress) -> dict:
     """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
     started = time.perf_counter()
     dataset = load_data(config, progress)
-    training = run_training(config, dataset, progress)
-    stage = bundle.new_stage(config.out_dir)
-    bundle.save_keras_atomically(training["model"], stage / "model.keras")
-    return finish(config, dataset, training, stage, started, progress)
+    with runs.lock(config.out_dir):
+        training = run_training(config, dataset, progress)
+        with runs.staging(config.out_dir) as stage:
+            bundle.save_keras_atomically(training["model"], stage / "model.keras")
+            return finish(config, dataset, training, stage, started, progress)
 
 
 def reconvert(config: config_module.BuildConfig, progress) -> dict:
-    """Convert, verify and publish OUT/model.keras again without training."""
+    """Convert, verify and publish as a new run the model `train` left in OUT/trained/, else the
+    latest run's model, without training; a published trained/ model is then removed from there."""
     started = time.perf_counter()
-    training = read_training(config.out_dir)
-    dataset = load_data(config, progress)
-    stage = bundle.new_stage(config.out_dir)
-    (stage / "model.keras").write_bytes((config.out_dir / "model.keras").read_bytes())
-    return finish(config, dataset, training, stage, started, progress)
+    if not config.out_dir.is_dir():
+        raise ValueError(f"{config.out_dir} not found: run `edge-fashion build --out {config.out_dir}` first")
+    with runs.lock(config.out_dir):
+        source = training_source(config.out_dir)
+        training = read_training(source)
+        dataset = load_data(config, progress)
+        with runs.staging(config.out_dir) as stage:
+            runs.copy_file(source / "model.keras", stage / "model.keras")
+            result = finish(config, dataset, training, stage, started, progress)
+        if source == config.out_dir / TRAINED:
+            runs.retire(source)
+        return result
 
 
 def train_only(config: config_module.BuildConfig, progress) -> dict:
-    """Train and write OUT/model.keras and OUT/train.json; return what train.json holds."""
-    training = run_training(config, load_data(config, progress), progress)
-    bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
-    bundle.atomic_write_json(config.out_dir / "train.json", training)
+    """Train and write OUT/trained/model.keras and train.json (swapped in whole); return what train.json holds."""
+    dataset = load_data(config, progress)
+    with runs.lock(config.out_dir):
+        training = run_training(config, dataset, progress)
+        with runs.staging(config.out_dir) as stage:
+            bundle.save_keras_atomically(training.pop("model"), stage / "model.keras")
+            bundle.atomic_write_json(stage / "train.json", training)
+            runs.swap_folder(stage, config.out_dir / TRAINED)
     return training
+
+
+def training_source(out_dir: pathlib.Path) -> pathlib.Path:
+    """The folder `convert` reads model.keras from: OUT/trained/, else the latest run, else OUT itself
+    (a `train` of the layout before runs)."""
+    trained = out_dir / TRAINED
+    return trained if (trained / "model.keras").is_file() else runs.latest_run(out_dir) or out_dir
 
 
 def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
@@ -148,27 +170,35 @@ def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progr
     result = train.train(config, split)
     progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
              f"{result.seconds:.0f} s on {result.device}")
-    return {"model": result.model, "device": result.device, "seconds": result.seconds,
+    return {"model": result.model, "device": result.device, "seconds": result.seconds, "seed": config.seed,
             "best_epoch": result.best_epoch, "best_validation_accuracy": result.best_validation_accuracy,
             "history": result.history, "config": config_module.to_json(config)}
 
 
-def read_training(out_dir: pathlib.Path) -> dict:
+def read_training(folder: pathlib.Path) -> dict:
+    """model.keras and what is known of its training: train.json, else a run's report."""
     import keras
 
-    if not (out_dir / "model.keras").is_file():
-        raise ValueError(f"{out_dir / 'model.keras'} not found: run `edge-fashion train --out {out_dir}` first")
-    training = json.loads((out_dir / "train.json").read_text()) if (out_dir / "train.json").is_file() else {}
-    training.setdefault("device", "unknown (trained earlier)")
-    training.setdefault("seconds", 0.0)
-    training["model"] = keras.saving.load_model(out_dir / "model.keras")
+    if not (folder / "model.keras").is_file():
+        raise ValueError(f"{folder / 'model.keras'} not found: run `edge-fashion train --out {folder}` first")
+    if (folder / "train.json").is_file():
+        training = json.loads((folder / "train.json").read_text())
+    else:
+        run_report = runs.read_report(folder)
+        training = {**run_report.get("training", {}), "device": run_report.get("device"),
+                    "seconds": run_report.get("timings", {}).get("train_seconds")}
+    training["device"] = training.get("device") or "unknown (trained earlier)"
+    training["seconds"] = training.get("seconds") or 0.0
+    training["model"] = keras.saving.load_model(folder / "model.keras")
     return training
 
 
 def read_models(out_dir: pathlib.Path):
-    """(Keras model, float TFLite bytes, int8 TFLite bytes) of a finished build."""
+    """(Keras model, float TFLite bytes, int8 TFLite bytes) of a finished build: OUT's latest run, or
+    `out_dir` itself when it is a run (or a build of the layout before runs)."""
     import keras
 
+    out_dir = runs.models_folder(out_dir)
     missing = [name for name in MODEL_NAMES if not (out_dir / name).is_file()]
     if missing:
         raise ValueError(f"{out_dir}: missing {', '.join(missing)}; run `edge-fashion build --out {out_dir}` first")
@@ -180,17 +210,15 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: d
            started: float, progress) -> dict:
     """Convert, verify, report and bundle in `stage`; publish it and return the report, or keep it
     aside and raise GateError if int8 is refused."""
-    try:
-        result = convert_and_verify(config, dataset, training, stage, progress)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    result = convert_and_verify(config, dataset, training, stage, progress)
     if not result["gate"]["passed"]:
         rejected = bundle.reject(stage, config.out_dir)
         metrics = result["metrics"]
         message = evaluate.gate_message(metrics["float_tflite"]["accuracy"], metrics["int8"]["accuracy"], config.max_drop)
-        raise evaluate.GateError(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} is unchanged")
+        raise evaluate.GateError(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} "
+                                 f"and its latest run are unchanged")
     result["timings"]["total_seconds"] = time.perf_counter() - started
+    result["run"] = runs.run_name(config.out_dir, result["sha256"]["model_int8.tflite"])
     bundle.atomic_write_json(stage / "report.json", result)
-    bundle.publish(stage, config.out_dir)
+    runs.publish(stage, config.out_dir, result["run"])
     return result
