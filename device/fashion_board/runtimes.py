@@ -1,4 +1,5 @@
-"""The interpreter chain (tflite-runtime, ai-edge-litert, TensorFlow), the checked model, the Classifier."""
+"""The interpreter chain (tflite-runtime, ai-edge-litert, TensorFlow, then the numpy engine), the checked
+model, the Classifier."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from PIL import Image
 from .common import SIDE, ModelError, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
-RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow")
+# The numpy engine comes last: it runs where no interpreter has a wheel (32-bit Arm, Python 3.12+), slower.
+RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow", "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,10 @@ def import_runtime(name: str) -> Runtime:
     elif name == "ai_edge_litert":
         module = importlib.import_module("ai_edge_litert.interpreter")
         version = getattr(importlib.import_module("ai_edge_litert"), "__version__", "?")
+    elif name == "numpy":
+        from . import numpy_engine
+
+        module, version = numpy_engine, f"engine (numpy {np.__version__})"
     else:
         tensorflow = importlib.import_module("tensorflow")
         module, version = tensorflow.lite, tensorflow.__version__
