@@ -110,8 +110,16 @@ def saturate(values: np.ndarray, low: int, high: int, dtype) -> np.ndarray:
 # Kernels: prepare_X(model, operator) -> run(values), values mapping tensor index -> array.
 
 def fully_connected_multipliers(input_scale: float, filter_scales: np.ndarray, output_scale: float) -> tuple:
-    """Per output unit (or one for the tensor): the requantization multiplier and shift, in double."""
-    pairs = [quantize_multiplier(float(input_scale) * float(scale) / float(output_scale)) for scale in filter_scales]
+    """Per output unit (or one for the tensor): the requantization multiplier and shift.
+
+    Per channel, TFLite multiplies the scales in double; per tensor (GetQuantizedConvolutionMultipler)
+    it multiplies input and weight scale in float32 first, which can move the multiplier's last bits.
+    """
+    if len(filter_scales) == 1:
+        products = [float(np.float32(input_scale) * np.float32(filter_scales[0]))]
+    else:
+        products = [float(input_scale) * float(scale) for scale in filter_scales]
+    pairs = [quantize_multiplier(product / float(output_scale)) for product in products]
     return np.array([pair[0] for pair in pairs], np.int64), np.array([pair[1] for pair in pairs], np.int64)
 
 
