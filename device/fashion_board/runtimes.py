@@ -105,6 +105,14 @@ def read_model(model_path: pathlib.Path, manifest: dict | None) -> bytes:
     return data
 
 
+def check_engine_allowed(manifest: dict | None, runtime: Runtime) -> None:
+    """The build runs the numpy engine on every test image; a model it disagreed on is refused here."""
+    record = (manifest or {}).get("numpy_engine")
+    if runtime.name == "numpy" and isinstance(record, dict) and record.get("agrees") is False:
+        raise ModelError(f"the build found that the numpy engine {record.get('verdict', 'disagrees')}; "
+                         "install tflite-runtime or ai-edge-litert (requirements.txt) for this model")
+
+
 def probe_model(model_path: pathlib.Path, runtime: Runtime) -> None:
     """Load and run an unverified model in a child process, since a corrupt one can crash ours."""
     command = [sys.executable, str(CLASSIFY_SCRIPT), "--probe-model", str(model_path),
@@ -217,6 +225,7 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
     imported = time.perf_counter()
     manifest = read_manifest(model_path)
     data = read_model(model_path, manifest)
+    check_engine_allowed(manifest, runtime)
     if manifest is None:
         if need_manifest:
             raise ModelError(f"--self-test needs manifest.json beside {model_path}")
