@@ -22,7 +22,7 @@ OP_NAMES = {0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4:
             6: "DEQUANTIZE", 9: "FULLY_CONNECTED", 14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU",
             21: "RELU6", 22: "RESHAPE", 25: "SOFTMAX", 28: "TANH", 32: "CUSTOM", 34: "PAD", 39: "TRANSPOSE",
             40: "MEAN", 41: "SUB", 45: "STRIDED_SLICE", 49: "SPLIT", 53: "CAST", 77: "SHAPE", 83: "PACK",
-            97: "LEAKY_RELU", 114: "QUANTIZE", 117: "HARD_SWISH", 126: "BATCH_MATMUL", 150: "GELU"}
+            98: "LEAKY_RELU", 114: "QUANTIZE", 117: "HARD_SWISH", 126: "BATCH_MATMUL", 150: "GELU"}
 # Fused activation (ActivationFunctionType): NONE, RELU, RELU_N1_TO_1, RELU6, as (low, high) in reals.
 ACTIVATIONS = {0: (None, None), 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
 
