@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="*", help="image files, folders, or - for one image on stdin")
     parser.add_argument("--model", type=pathlib.Path, default=HERE / "model_int8.tflite")
     parser.add_argument("--labels", type=pathlib.Path, help="default: labels.txt beside the model")
-    parser.add_argument("--runtime", choices=runtimes.RUNTIMES, help="force one interpreter (default: the first that imports)")
+    parser.add_argument("--runtime", choices=runtimes.RUNTIMES,
+                        help="force one interpreter, or numpy: the engine that needs none (default: the first that imports)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--batch_size", "--batch-size", type=int, default=32, help="images per interpreter call")
     parser.add_argument("--top_k", "--top-k", type=int, default=1, help="print the k best classes")
