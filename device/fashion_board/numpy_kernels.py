@@ -154,6 +154,25 @@ def prepare_fully_connected(model, operator):
     return run
 
 
+def byte_table(function, dtype) -> np.ndarray:
+    """function(x) for each of the 256 values of a one-byte dtype, indexed by the value's bit pattern:
+    an elementwise op on 8-bit integers becomes one lookup, exact by construction."""
+    return function(np.arange(256, dtype=np.uint8).view(dtype))
+
+
+def elementwise(source, output, function):
+    """run(values) applying `function` to the source; by lookup when the source has one-byte values."""
+    if np.dtype(source.dtype).itemsize != 1:
+        def run(values):
+            values[output.index] = function(values[source.index])
+        return run
+    table = byte_table(function, source.dtype)
+
+    def run_by_table(values):
+        values[output.index] = table[values[source.index].view(np.uint8)]
+    return run_by_table
+
+
 def prepare_mul(model, operator):
     """(a - zero_point_a) * (b - zero_point_b), broadcast, requantized by scale_a * scale_b / scale_out."""
     first, second, output = (model.tensors[index] for index in (*operator.inputs[:2], operator.outputs[0]))
@@ -163,11 +182,16 @@ def prepare_mul(model, operator):
     activation = operator.options.scalar(0, "b") if operator.options else 0
     low, high = activation_range(activation, output.dtype, output_scale, output_zero_point)
 
-    def run(values):
-        product = (values[first.index].astype(np.int64) - first_zero_point) * \
-                  (values[second.index].astype(np.int64) - second_zero_point)
+    def multiply(first_values, second_values):
+        product = (first_values.astype(np.int64) - first_zero_point) * (second_values.astype(np.int64) - second_zero_point)
         scaled = multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
-        values[output.index] = saturate(scaled, low, high, output.dtype)
+        return saturate(scaled, low, high, output.dtype)
+
+    if second.data is not None and second.data.size == 1:  # Times a constant (Keras' Rescaling).
+        return elementwise(first, output, lambda data: multiply(data, second.data.reshape(())))
+
+    def run(values):
+        values[output.index] = multiply(values[first.index], values[second.index])
     return run
 
 
@@ -179,11 +203,10 @@ def prepare_quantize(model, operator):
     multiplier, shift = quantize_multiplier(input_scale / output_scale)
     limits = np.iinfo(output.dtype)
 
-    def run(values):
-        offset = values[source.index].astype(np.int64) - input_zero_point
-        scaled = multiply_by_quantized_multiplier(offset, multiplier, shift) + output_zero_point
-        values[output.index] = saturate(scaled, limits.min, limits.max, output.dtype)
-    return run
+    def requantize(data):
+        scaled = multiply_by_quantized_multiplier(data.astype(np.int64) - input_zero_point, multiplier, shift)
+        return saturate(scaled + output_zero_point, limits.min, limits.max, output.dtype)
+    return elementwise(source, output, requantize)
 
 
 def softmax_table(input_scale: float, beta: float) -> np.ndarray:
