@@ -93,7 +93,7 @@ def test_op_numbers_follow_the_tflite_schema(engine):
 
 
 def test_fixed_point_rounding_is_tflites(engine):
-    kernels = device_files.board_module("numpy_kernels")
+    kernels = device_files.board_module("fixed_point")
     assert kernels.quantize_multiplier(1.0) == (1 << 30, 1)
     assert kernels.quantize_multiplier(0.75) == (3 << 29, 0)
     multiplier, shift = kernels.quantize_multiplier(0.25)
@@ -142,7 +142,8 @@ def test_self_test_passes_on_the_numpy_engine(device_python, tiny_build, where):
     result = run(python, tiny_build / "device" / "classify.py", "--self-test", "--json", "--runtime", "numpy")
     report = json.loads(result.stdout)["self_test"]
     assert result.returncode == 0 and report["passed"], result.stdout + result.stderr
-    assert report["runtime"].startswith("numpy engine") and report["max_difference"] == 0.0
+    # The manifest keeps probabilities to 6 decimals: under half an output step (1/512) means identical.
+    assert report["runtime"].startswith("numpy engine") and report["max_difference"] < 1 / 512
 
 
 def test_a_model_the_build_found_disagreeing_is_refused(device_python, tiny_build, tmp_path):

@@ -2,9 +2,10 @@
 Python 3.12+, ARMv6 boards): the runtime `numpy`, last in runtimes.RUNTIMES.
 
 The weights and quantization parameters come from the .tflite bytes themselves (tflite_reader), and
-each op computes what TFLite's builtin kernels compute (numpy_kernels). Interpreter offers the part
-of tflite's Interpreter API that runtimes.Classifier, the self-test and the benchmarks use, so
-everything above it runs unchanged. A model with an op the engine lacks is refused when it loads.
+each op computes what TFLite's builtin kernels compute (numpy_kernels, in fixed_point's arithmetic).
+Interpreter offers the part of tflite's Interpreter API that runtimes.Classifier, the self-test
+and the benchmarks use, so everything above it runs unchanged. A model with an op the engine
+lacks is refused when it loads.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Interpreter:
                 "shape": np.array(self.current_shape(index), np.int32),
                 "shape_signature": np.array(tensor.shape_signature, np.int32),
                 "quantization": (scale, zero_point),
-                "quantization_parameters": {"scales": tensor.scales.copy(), "zero_points": tensor.zero_points.astype(np.int32),
+                "quantization_parameters": {"scales": tensor.scales.copy(),
+                                            "zero_points": tensor.zero_points.astype(np.int32),
                                             "quantized_dimension": tensor.quantized_dimension},
                 "sparsity_parameters": {}}
 

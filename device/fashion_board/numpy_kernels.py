@@ -1,19 +1,15 @@
 """The numpy engine's kernels: each op of the int8 MLP computed as TFLite's builtin kernels compute it.
 
-The arithmetic is TFLite's (tensorflow/lite/kernels/internal/common.h, quantization_util.cc):
-int32 accumulators, then a real multiplier M = input_scale * weight_scale / output_scale applied in
-fixed point as M = multiplier * 2^(shift - 31), multiplier a 31-bit integer, rounded twice as
-MultiplyByQuantizedMultiplier does. prepare(model, operator) reads an operator's constants once and
-returns the function that runs it on a dict of tensor values; an op it lacks is a ModelError.
+int32 accumulators, then requantization by a real multiplier such as input_scale * weight_scale /
+output_scale, in TFLite's fixed point (fixed_point.py). prepare(model, operator) reads an operator's
+constants once and returns the function that runs it on a dict of tensor values; an op it lacks is a ModelError.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from . import tflite_reader
+from . import fixed_point, tflite_reader
 from .common import ModelError
 
 # BuiltinOperator numbers (schema.fbs) the engine runs, and names for the ones it refuses.
@@ -23,70 +19,10 @@ OP_NAMES = {0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4:
             21: "RELU6", 22: "RESHAPE", 25: "SOFTMAX", 28: "TANH", 32: "CUSTOM", 34: "PAD", 39: "TRANSPOSE",
             40: "MEAN", 41: "SUB", 45: "STRIDED_SLICE", 49: "SPLIT", 53: "CAST", 77: "SHAPE", 83: "PACK",
             98: "LEAKY_RELU", 114: "QUANTIZE", 117: "HARD_SWISH", 126: "BATCH_MATMUL", 150: "GELU"}
-# Fused activation (ActivationFunctionType): NONE, RELU, RELU_N1_TO_1, RELU6, as (low, high) in reals.
-ACTIVATIONS = {0: (None, None), 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
 
 
 def op_name(code: int) -> str:
     return OP_NAMES.get(code, f"builtin op {code}")
-
-
-# Fixed point, as TFLite does it.
-
-def tflite_round(value: float) -> int:
-    """std::round: halves away from zero (Python's round() goes to even)."""
-    return int(math.copysign(math.floor(abs(value) + 0.5), value))
-
-
-def quantize_multiplier(real_multiplier: float) -> tuple:
-    """QuantizeMultiplier: (31-bit multiplier, shift) with real = multiplier * 2^(shift - 31)."""
-    if real_multiplier == 0.0:
-        return 0, 0
-    fraction, shift = math.frexp(real_multiplier)
-    fixed = tflite_round(fraction * (1 << 31))
-    if fixed == 1 << 31:
-        fixed, shift = fixed // 2, shift + 1
-    if shift < -31:
-        return 0, 0
-    if shift > 30:
-        return (1 << 31) - 1, 30
-    return fixed, shift
-
-
-def multiply_by_quantized_multiplier(values: np.ndarray, multipliers, shifts) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier on int64 arrays: SaturatingRoundingDoublingHighMul (nudge, then
-    divide by 2^31 toward zero), then RoundingDivideByPOT (halves away from zero)."""
-    multipliers, shifts = np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64)
-    values = values.astype(np.int64) << np.maximum(shifts, 0)
-    product = values * multipliers
-    product = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
-    high = np.where(product >= 0, product >> 31, -((-product) >> 31))
-    exponent = np.maximum(-shifts, 0)
-    mask = (np.int64(1) << exponent) - 1
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> exponent) + ((high & mask) > threshold)
-
-
-def multiply_by_quantized_multiplier_gemm(values: np.ndarray, multipliers, shifts) -> np.ndarray:
-    """The same product as the interpreters' matrix kernels (ruy) compute it: both roundings send halves
-    up, not away from zero, so negative results on a half can land one step above the reference
-    kernel's. The build's check compares against those interpreters, so FULLY_CONNECTED follows them."""
-    multipliers, shifts = np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64)
-    values = values.astype(np.int64) << np.maximum(shifts, 0)
-    high = (values * multipliers + (1 << 30)) >> 31
-    exponent = np.maximum(-shifts, 0)
-    return (high + ((np.int64(1) << exponent) >> 1)) >> exponent
-
-
-def activation_range(activation: int, dtype, scale: float, zero_point: int) -> tuple:
-    """CalculateActivationRangeQuantized: the fused activation's bounds in the output's integers."""
-    if activation not in ACTIVATIONS:
-        raise ModelError(f"the numpy engine does not implement fused activation {activation}")
-    limits = np.iinfo(dtype)
-    low, high = ACTIVATIONS[activation]
-    low_q = limits.min if low is None else max(limits.min, zero_point + tflite_round(low / scale))
-    high_q = limits.max if high is None else min(limits.max, zero_point + tflite_round(high / scale))
-    return low_q, high_q
 
 
 def per_tensor(tensor: tflite_reader.Tensor) -> tuple:
@@ -119,14 +55,14 @@ def fully_connected_multipliers(input_scale: float, filter_scales: np.ndarray, o
         products = [float(np.float32(input_scale) * np.float32(filter_scales[0]))]
     else:
         products = [float(input_scale) * float(scale) for scale in filter_scales]
-    pairs = [quantize_multiplier(product / float(output_scale)) for product in products]
+    pairs = [fixed_point.quantize_multiplier(product / float(output_scale)) for product in products]
     return np.array([pair[0] for pair in pairs], np.int64), np.array([pair[1] for pair in pairs], np.int64)
 
 
 def prepare_fully_connected(model, operator):
     """int32 sum of (input - input_zero_point) * (weight - weight_zero_point), plus bias; requantized per channel."""
     tensors = model.tensors
-    source, weights, output = (tensors[index] for index in (operator.inputs[0], operator.inputs[1], operator.outputs[0]))
+    source, weights, output = (tensors[index] for index in (*operator.inputs[:2], operator.outputs[0]))
     bias = tensors[operator.inputs[2]].data if len(operator.inputs) > 2 and operator.inputs[2] >= 0 else None
     options = operator.options
     activation = options.scalar(0, "b") if options else 0
@@ -142,13 +78,14 @@ def prepare_fully_connected(model, operator):
     matrix = (weights.data.astype(np.float64) - float(weights.zero_points[0])).T  # (depth, units)
     bias = np.zeros(matrix.shape[1], np.int64) if bias is None else bias.astype(np.int64)
     multipliers, shifts = fully_connected_multipliers(input_scale, weights.scales, output_scale)
-    low, high = activation_range(activation, output.dtype, output_scale, output_zero_point)
+    low, high = fixed_point.activation_range(activation, output.dtype, output_scale, output_zero_point)
 
     def run(values):
         data = values[source.index]
         rows = data.reshape(-1, matrix.shape[0]).astype(np.float64) - input_zero_point
         accumulators = (rows @ matrix).astype(np.int64) + bias
-        scaled = multiply_by_quantized_multiplier_gemm(accumulators, multipliers, shifts) + output_zero_point
+        scaled = fixed_point.multiply_by_quantized_multiplier_gemm(accumulators, multipliers, shifts)
+        scaled += output_zero_point
         shape = (*data.shape[:-1], matrix.shape[1]) if keep_dims else scaled.shape
         values[output.index] = saturate(scaled, low, high, output.dtype).reshape(shape)
     return run
@@ -176,15 +113,17 @@ def elementwise(source, output, function):
 def prepare_mul(model, operator):
     """(a - zero_point_a) * (b - zero_point_b), broadcast, requantized by scale_a * scale_b / scale_out."""
     first, second, output = (model.tensors[index] for index in (*operator.inputs[:2], operator.outputs[0]))
-    (first_scale, first_zero_point), (second_scale, second_zero_point) = quantized(first, "MUL"), quantized(second, "MUL")
+    first_scale, first_zero_point = quantized(first, "MUL")
+    second_scale, second_zero_point = quantized(second, "MUL")
     output_scale, output_zero_point = quantized(output, "MUL")
-    multiplier, shift = quantize_multiplier(first_scale * second_scale / output_scale)
+    multiplier, shift = fixed_point.quantize_multiplier(first_scale * second_scale / output_scale)
     activation = operator.options.scalar(0, "b") if operator.options else 0
-    low, high = activation_range(activation, output.dtype, output_scale, output_zero_point)
+    low, high = fixed_point.activation_range(activation, output.dtype, output_scale, output_zero_point)
 
     def multiply(first_values, second_values):
-        product = (first_values.astype(np.int64) - first_zero_point) * (second_values.astype(np.int64) - second_zero_point)
-        scaled = multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
+        product = (first_values.astype(np.int64) - first_zero_point) * \
+                  (second_values.astype(np.int64) - second_zero_point)
+        scaled = fixed_point.multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
         return saturate(scaled, low, high, output.dtype)
 
     if second.data is not None and second.data.size == 1:  # Times a constant (Keras' Rescaling).
@@ -200,11 +139,12 @@ def prepare_quantize(model, operator):
     source, output = model.tensors[operator.inputs[0]], model.tensors[operator.outputs[0]]
     (input_scale, input_zero_point), (output_scale, output_zero_point) = quantized(source, "QUANTIZE"), \
         quantized(output, "QUANTIZE")
-    multiplier, shift = quantize_multiplier(input_scale / output_scale)
+    multiplier, shift = fixed_point.quantize_multiplier(input_scale / output_scale)
     limits = np.iinfo(output.dtype)
 
     def requantize(data):
-        scaled = multiply_by_quantized_multiplier(data.astype(np.int64) - input_zero_point, multiplier, shift)
+        offsets = data.astype(np.int64) - input_zero_point
+        scaled = fixed_point.multiply_by_quantized_multiplier(offsets, multiplier, shift)
         return saturate(scaled + output_zero_point, limits.min, limits.max, output.dtype)
     return elementwise(source, output, requantize)
 
