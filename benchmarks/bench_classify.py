@@ -47,7 +47,9 @@ sys.stderr.write(f"peak_rss_kb {usage.ru_maxrss}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 INFERENCE_ONLY = """
-import pathlib, sys, time, numpy as np
+import os, pathlib, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # As classify.py does, before numpy loads.
+import numpy as np
 sys.path.insert(0, str(pathlib.Path(sys.argv[1]).resolve().parent))
 from fashion_board import runtimes
 classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, sys.argv[3], 1, True, False, time.perf_counter())[0]
