@@ -166,6 +166,8 @@ def prepare_softmax(model, operator):
     logit's distance to the row's largest, summed in float32, each quotient rounded to the output."""
     source, output = model.tensors[operator.inputs[0]], model.tensors[operator.outputs[0]]
     input_scale, _ = quantized(source, "SOFTMAX")
+    if np.dtype(source.dtype).itemsize != 1:  # The table spans the 256 distances of one-byte logits.
+        raise ModelError(f"the numpy engine runs SOFTMAX on int8 or uint8 logits only, not {np.dtype(source.dtype).name}")
     output_scale, output_zero_point = quantized(output, "SOFTMAX")
     beta = operator.options.scalar(0, "f", 0.0) if operator.options else 0.0
     table, limits = softmax_table(input_scale, beta), np.iinfo(output.dtype)
