@@ -117,6 +117,8 @@ def test_an_unknown_op_is_refused_in_one_line(engine, dataset, device_python, ti
     content = tanh_model_content(dataset.train_images)
     with pytest.raises(ValueError, match="does not implement TANH"):
         engine.Interpreter(model_content=content)
+    refused = numpy_check.check(content, dataset.test_images[:10], np.zeros((10, 10), np.float32))
+    assert not refused["agrees"] and "TANH" in refused["refused"] and "REFUSES" in numpy_check.verdict(refused)
     (tmp_path / "tanh.tflite").write_bytes(content)
     shutil.copy(tiny_build / "device" / "labels.txt", tmp_path / "labels.txt")
     image = tmp_path / "shirt.png"
@@ -127,6 +129,18 @@ def test_an_unknown_op_is_refused_in_one_line(engine, dataset, device_python, ti
                  "--runtime", "numpy")
     assert result.returncode == MODEL_EXIT and "TANH" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 2  # The no-manifest warning, then the error.
+
+
+def test_the_builds_check_allows_one_step_and_no_top1_change():
+    step = 1 / 256
+    interpreter = np.array([[0.75, 0.25, 0.0], [0.5, 0.25, 0.25]], np.float32)
+    one_step = interpreter + np.array([[-step, step, 0], [0, 0, 0]], np.float32)
+    assert numpy_check.compare(one_step, interpreter, step)["agrees"]
+    two_steps = interpreter + np.array([[0, 2 * step, 0], [0, 0, 0]], np.float32)
+    assert numpy_check.compare(two_steps, interpreter, step)["max_step_difference"] == 2
+    assert not numpy_check.compare(two_steps, interpreter, step)["agrees"]
+    flipped = np.array([[0.75, 0.25, 0.0], [0.25, 0.5, 0.25]], np.float32)
+    assert numpy_check.compare(flipped, interpreter, step)["top1_differences"] == 1
 
 
 @pytest.mark.parametrize("damage", [lambda data: data[:4000], lambda data: data[:8] + bytes(4000) + data[4008:]])
