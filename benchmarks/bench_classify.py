@@ -4,7 +4,8 @@ Usage (after `edge-fashion build`, from the repository root):
     python benchmarks/bench_classify.py --bundle build/device --frames 100
 
 Under tflite-runtime (the board's venv from tests/device_venv.py: tflite-runtime 2.14, numpy 1.24,
-Pillow 9.4) and ai-edge-litert (this Python), each measured in fresh processes:
+Pillow 9.4), ai-edge-litert (this Python) and the numpy engine (`--runtime numpy`, in both, for numpy
+1.24 and numpy 2), each measured in fresh processes:
 - startup: wall time of `classify.py one.png` (median of --runs), and classify.py's own figure
   (interpreter import + model read, sha256 check and load);
 - peak RSS of classify.py over the 640x480 JPEG frames (os.wait4's ru_maxrss);
@@ -12,7 +13,7 @@ Pillow 9.4) and ai-edge-litert (this Python), each measured in fresh processes:
   from a camera) for 28x28 PNGs and 640x480 JPEGs, from classify.py's own JSON summary;
 - a folder of 28x28 PNGs in batches of 32, in frames per second;
 - the inference alone for one frame, run as a batch of 1 and as a batch of 2 (the duplicate row
-  classify.py adds under tflite-runtime).
+  classify.py adds under tflite-runtime), the best of 10 rounds of 30 calls.
 Prints a Markdown table and writes the figures as JSON (--out).
 """
 
@@ -46,18 +47,23 @@ sys.stderr.write(f"peak_rss_kb {usage.ru_maxrss}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 INFERENCE_ONLY = """
-import pathlib, sys, time, numpy as np
+import os, pathlib, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # As classify.py does, before numpy loads.
+import numpy as np
 sys.path.insert(0, str(pathlib.Path(sys.argv[1]).resolve().parent))
 from fashion_board import runtimes
-classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, None, 1, True, False, time.perf_counter())[0]
+classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, sys.argv[3], 1, True, False, time.perf_counter())[0]
 image = np.zeros((1, 28, 28), np.uint8)
 for min_batch in (1, 2):
     classifier.min_batch = min_batch
     classifier.scores(image)
-    started = time.perf_counter()
-    for _ in range(300):
-        classifier.scores(image)
-    print(min_batch, 1000 * (time.perf_counter() - started) / 300)
+    rounds = []  # The best of 10 rounds of 30 calls: what the code costs, with little of other load.
+    for _ in range(10):
+        started = time.perf_counter()
+        for _ in range(30):
+            classifier.scores(image)
+        rounds.append((time.perf_counter() - started) / 30)
+    print(min_batch, 1000 * min(rounds))
 """
 
 
@@ -110,7 +116,7 @@ def measure(python: str, script: pathlib.Path, runtime: str, pngs: pathlib.Path,
     _, rss, stdout, _ = run_measured(base + [str(jpegs), "--json", "--batch-size", "1"])
     jpeg = summary_of(stdout)
     batched = summary_of(run_measured(base + [str(pngs), "--json", "--batch-size", "32"])[2])
-    inference = subprocess.run([python, "-c", INFERENCE_ONLY, str(script), str(script.parent / "model_int8.tflite")],
+    inference = subprocess.run([python, "-c", INFERENCE_ONLY, str(script), str(script.parent / "model_int8.tflite"), runtime],
                                capture_output=True, text=True, check=True).stdout.split()
     return {
         "runtime": png["runtime"], "startup_s": statistics.median(seconds for seconds, *_ in starts),
@@ -138,7 +144,9 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the figures as JSON here")
     arguments = parser.parse_args()
     script = arguments.bundle / "classify.py"
-    runtimes = [(str(device_venv.ensure_device_venv(REPO)), "tflite_runtime"), (sys.executable, "ai_edge_litert")]
+    board_python = str(device_venv.ensure_device_venv(REPO))
+    runtimes = [(board_python, "tflite_runtime"), (sys.executable, "ai_edge_litert"),
+                (board_python, "numpy"), (sys.executable, "numpy")]
     with tempfile.TemporaryDirectory() as folder:
         pngs, jpegs = make_inputs(pathlib.Path(folder), arguments.frames)
         rows = [measure(python, script, runtime, pngs, jpegs, arguments.runs) for python, runtime in runtimes]
