@@ -9,13 +9,15 @@ tflite-runtime 2.14; trixie arm64: ai-edge-litert; trixie armhf: numpy and Pillo
 engine), copies the bundle in and runs `classify.py --self-test`, then `classify.py --json` on real
 Fashion-MNIST test images written as PNG, under qemu-user (the host's qemu-user-static for Bookworm,
 trixie's qemu-user 10 for trixie). Every top-1 must equal that of the same classify.py run on this
-machine in the device venv (tflite-runtime 2.14, numpy<2, Pillow), and every class score must be
-within MAX_SCORE_STEPS output quantization steps of it. Emulated times are not a board's times.
+machine with the runtime the guest ran (tflite-runtime 2.14 and the numpy engine in the device venv,
+ai-edge-litert in --litert-python), and every class score must be within MAX_SCORE_STEPS output
+quantization steps of it. Emulated times are qemu's on this machine, not a board's.
 
 Usage:
-    sudo python3 device/emulate_pi.py build/device all --suite all
+    sudo .venv/bin/python device/emulate_pi.py build/device all --suite all
 
-Needs root (debootstrap), Debian's debootstrap and qemu-user-static, the mirror and PyPI. Userlands
+Needs root (debootstrap), Debian's debootstrap and qemu-user-static, the mirror, PyPI, and a Python
+with pip and packaging (a venv's; Debian's python3 needs python3-pip and python3-packaging). Userlands
 are cached in .cache/pi-userland/ ($EDGE_FASHION_PI_CACHE moves it): Bookworm's in arm64/ and armhf/,
 trixie's in trixie-arm64/ and trixie-armhf/, trixie's qemu in qemu-trixie/; delete one to rebuild it.
 Exit status: 0 when every check passed, 1 otherwise.
@@ -37,7 +39,7 @@ import pi_userland
 from pi_userland import EmulationError, say
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-# tflite-runtime on x86 and on Arm round a requantized value differently about 3 times in 100,000.
+# One runtime on x86 and on Arm rounds a requantized value differently about 3 times in 100,000.
 MAX_SCORE_STEPS = 1
 # Where things go inside a userland. The guest is given their host paths, not /home/pi/...:
 # qemu-arm 7.2 maps open() into the -L root but not statx(), so a 32-bit guest's stat misses them.
@@ -112,12 +114,21 @@ def predictions_from(output: str) -> dict:
 
 
 def classify_on_host(host_python: pathlib.Path, bundle: pathlib.Path, images: pathlib.Path,
-                     classes: int) -> dict:
-    """The reference: the same classify.py on this machine, in the device venv, every class's score."""
-    say(f"x86 reference: {host_python} {bundle / 'classify.py'}")
-    command = [host_python, bundle / "classify.py", "--json", "--top-k", classes, images]
+                     classes: int, runtime: str) -> dict:
+    """The reference: the same classify.py on this machine with the same runtime, every class's score."""
+    say(f"x86 reference: {host_python} {bundle / 'classify.py'} --runtime {runtime}")
+    command = [host_python, bundle / "classify.py", "--json", "--top-k", classes, "--runtime", runtime, images]
     result = pi_userland.run(command, timeout=pi_userland.GUEST_TIMEOUT)
     return predictions_from(result.stdout)
+
+
+def reference_python(arguments: argparse.Namespace, runtime: str) -> pathlib.Path:
+    """The python on this machine that has the runtime: ai-edge-litert's, or the device venv's."""
+    python = arguments.litert_python if runtime == "ai_edge_litert" else arguments.host_python
+    if not python.is_file():
+        raise EmulationError(f"no python at {python} for the {runtime} reference: pass "
+                             f"{'--litert-python' if runtime == 'ai_edge_litert' else '--host-python'}")
+    return python
 
 
 def run_in_guest(userland: pi_userland.Userland, bundle: pathlib.Path, images: pathlib.Path,
@@ -173,7 +184,7 @@ def compare(reference: dict, guest: dict, truth: dict, scale: float) -> dict:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Example: sudo python3 device/emulate_pi.py build/device all --suite trixie")
+                                     epilog="Example: sudo .venv/bin/python device/emulate_pi.py build/device all --suite trixie")
     parser.add_argument("bundle", type=pathlib.Path, help="the bundle folder (build/device)")
     parser.add_argument("arch", nargs="?", default="all", choices=[*pi_userland.ARCHITECTURES, "all"],
                         help="64-bit or 32-bit Pi OS, or both (the default)")
@@ -186,6 +197,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--host_python", "--host-python", type=pathlib.Path,
                         default=REPO / ".cache/device-venv/bin/python",
                         help="python of an x86 venv with tflite-runtime 2.14, numpy<2 and Pillow")
+    parser.add_argument("--litert_python", "--litert-python", type=pathlib.Path, default=pathlib.Path(sys.executable),
+                        help="python with ai-edge-litert, the reference for guests that run it (default: this one)")
     parser.add_argument("--mirror", help="Debian mirror URI (default: the one apt uses)")
     parser.add_argument("--report", type=pathlib.Path, help="write the figures to this JSON file")
     return parser.parse_args()
@@ -216,18 +229,29 @@ def prove(arguments: argparse.Namespace, images: pathlib.Path) -> dict:
         raise EmulationError("the bundle's model has a float output: this proof is for the int8 model")
     requirements_text = (arguments.bundle / "requirements.txt").read_text()
     truth = write_test_images(images, arguments.images, arguments.data_dir)
-    reference = classify_on_host(arguments.host_python, arguments.bundle, images, classes)
-    cache, figures = arguments.cache.resolve(), {}
+    cache, figures, references = arguments.cache.resolve(), {}, {}
     for suite, arch in chosen_userlands(arguments):
         with pi_userland.locked(cache, suite.folder(arch)):
             userland = pi_userland.ensure_userland(suite, arch, cache, arguments.mirror)
             installed = pi_userland.ensure_requirements(userland, requirements_text)
             run_figures = run_in_guest(userland, arguments.bundle, images, classes)
-        agreement = compare(reference, run_figures.pop("predictions"), truth, scale)
+        # Runtimes round some scores differently (ai-edge-litert and tflite-runtime by up to 2 steps):
+        # the guest is held to this machine running what it ran.
+        runtime = run_figures["runtime"].split()[0]
+        if runtime not in references:
+            python = reference_python(arguments, runtime)
+            references[runtime] = classify_on_host(python, arguments.bundle, images, classes, runtime)
+        agreement = compare(references[runtime], run_figures.pop("predictions"), truth, scale)
         figures[userland.name] = {"userland": userland.record, "packages": installed, "cpu": arch.cpu,
-                                  "qemu": str(userland.qemu), **run_figures, **agreement}
+                                  "qemu": qemu_version(userland.qemu), "reference": f"{runtime} on x86_64",
+                                  **run_figures, **agreement}
         say(summary_line(userland.name, figures[userland.name]))
     return figures
+
+
+def qemu_version(qemu: pathlib.Path) -> str:
+    """'qemu-aarch64 version 10.0.13 (Debian ...)': which qemu-user ran a guest, for the record."""
+    return pi_userland.run([qemu, "--version"]).stdout.splitlines()[0]
 
 
 def summary_line(name: str, figures: dict) -> str:
@@ -236,7 +260,7 @@ def summary_line(name: str, figures: dict) -> str:
     return (f"{name} ({figures['cpu']}, userland {setup}, {figures['runtime']}): self-test "
             f"{figures['self_test_seconds']} s; {figures['images']} images in {figures['classify_seconds']} s "
             f"({figures['images_per_second']}/s with start-up, {figures['classify_fps']}/s classifying; "
-            f"emulated); top-1 equal to x86 "
+            f"emulated); top-1 equal to {figures['reference']} "
             f"{figures['top1_equal']}/{figures['images']}, scores equal {figures['scores_equal']}/"
             f"{figures['images']} (largest difference {figures['max_score_steps']} step); "
             f"accuracy {figures['accuracy']:.2%}")

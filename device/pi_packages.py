@@ -20,7 +20,11 @@ import sys
 import tempfile
 import zipfile
 
-from packaging import requirements, utils
+try:
+    from packaging import requirements, utils
+except ImportError:  # The host's python3 may lack it; a venv's python (pip's dependency) has it.
+    sys.exit("emulate-pi: error: the Python module 'packaging' is missing: apt-get install python3-packaging, "
+             "or run this with a venv's python")
 
 OLDEST_GLIBC_MINOR = 17  # manylinux2014 is manylinux_2_17: PyPI's oldest Arm wheels.
 DEBIAN_SITE = "usr/lib/python3/dist-packages"  # Where Debian's python3-* packages put modules.
