@@ -4,7 +4,8 @@ Usage (after `edge-fashion build`, from the repository root):
     python benchmarks/bench_classify.py --bundle build/device --frames 100
 
 Under tflite-runtime (the board's venv from tests/device_venv.py: tflite-runtime 2.14, numpy 1.24,
-Pillow 9.4) and ai-edge-litert (this Python), each measured in fresh processes:
+Pillow 9.4), ai-edge-litert (this Python) and the numpy engine (`--runtime numpy`, in both, for numpy
+1.24 and numpy 2), each measured in fresh processes:
 - startup: wall time of `classify.py one.png` (median of --runs), and classify.py's own figure
   (interpreter import + model read, sha256 check and load);
 - peak RSS of classify.py over the 640x480 JPEG frames (os.wait4's ru_maxrss);
@@ -49,7 +50,7 @@ INFERENCE_ONLY = """
 import pathlib, sys, time, numpy as np
 sys.path.insert(0, str(pathlib.Path(sys.argv[1]).resolve().parent))
 from fashion_board import runtimes
-classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, None, 1, True, False, time.perf_counter())[0]
+classifier = runtimes.load_classifier(pathlib.Path(sys.argv[2]), None, sys.argv[3], 1, True, False, time.perf_counter())[0]
 image = np.zeros((1, 28, 28), np.uint8)
 for min_batch in (1, 2):
     classifier.min_batch = min_batch
@@ -110,7 +111,7 @@ def measure(python: str, script: pathlib.Path, runtime: str, pngs: pathlib.Path,
     _, rss, stdout, _ = run_measured(base + [str(jpegs), "--json", "--batch-size", "1"])
     jpeg = summary_of(stdout)
     batched = summary_of(run_measured(base + [str(pngs), "--json", "--batch-size", "32"])[2])
-    inference = subprocess.run([python, "-c", INFERENCE_ONLY, str(script), str(script.parent / "model_int8.tflite")],
+    inference = subprocess.run([python, "-c", INFERENCE_ONLY, str(script), str(script.parent / "model_int8.tflite"), runtime],
                                capture_output=True, text=True, check=True).stdout.split()
     return {
         "runtime": png["runtime"], "startup_s": statistics.median(seconds for seconds, *_ in starts),
@@ -138,7 +139,9 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the figures as JSON here")
     arguments = parser.parse_args()
     script = arguments.bundle / "classify.py"
-    runtimes = [(str(device_venv.ensure_device_venv(REPO)), "tflite_runtime"), (sys.executable, "ai_edge_litert")]
+    board_python = str(device_venv.ensure_device_venv(REPO))
+    runtimes = [(board_python, "tflite_runtime"), (sys.executable, "ai_edge_litert"),
+                (board_python, "numpy"), (sys.executable, "numpy")]
     with tempfile.TemporaryDirectory() as folder:
         pngs, jpegs = make_inputs(pathlib.Path(folder), arguments.frames)
         rows = [measure(python, script, runtime, pngs, jpegs, arguments.runs) for python, runtime in runtimes]

@@ -1,4 +1,5 @@
-"""The interpreter chain (tflite-runtime, ai-edge-litert, TensorFlow), the checked model, the Classifier."""
+"""The interpreter chain (tflite-runtime, ai-edge-litert, TensorFlow, then the numpy engine), the checked
+model, the Classifier."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from PIL import Image
 from .common import SIDE, ModelError, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
-RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow")
+# The numpy engine comes last: it runs where no interpreter has a wheel (32-bit Arm, Python 3.12+), slower.
+RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow", "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,10 @@ def import_runtime(name: str) -> Runtime:
     elif name == "ai_edge_litert":
         module = importlib.import_module("ai_edge_litert.interpreter")
         version = getattr(importlib.import_module("ai_edge_litert"), "__version__", "?")
+    elif name == "numpy":
+        from . import numpy_engine
+
+        module, version = numpy_engine, f"engine (numpy {np.__version__})"
     else:
         tensorflow = importlib.import_module("tensorflow")
         module, version = tensorflow.lite, tensorflow.__version__
@@ -97,6 +103,14 @@ def read_model(model_path: pathlib.Path, manifest: dict | None) -> bytes:
                 "altered; copy the bundle again"
             )
     return data
+
+
+def check_engine_allowed(manifest: dict | None, runtime: Runtime) -> None:
+    """The build runs the numpy engine on every test image; a model it disagreed on is refused here."""
+    record = (manifest or {}).get("numpy_engine")
+    if runtime.name == "numpy" and isinstance(record, dict) and record.get("agrees") is False:
+        raise ModelError(f"the build found that the numpy engine {record.get('verdict', 'disagrees')}; "
+                         "install tflite-runtime or ai-edge-litert (requirements.txt) for this model")
 
 
 def probe_model(model_path: pathlib.Path, runtime: Runtime) -> None:
@@ -211,6 +225,7 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
     imported = time.perf_counter()
     manifest = read_manifest(model_path)
     data = read_model(model_path, manifest)
+    check_engine_allowed(manifest, runtime)
     if manifest is None:
         if need_manifest:
             raise ModelError(f"--self-test needs manifest.json beside {model_path}")

@@ -9,7 +9,7 @@ import time
 
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, quantization_report, report, train
+from edge_fashion.build import bundle, data, evaluate, numpy_check, quantization_report, report, train
 from converters import quantizers, tflite
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
@@ -48,6 +48,8 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     labels = list(data.LABELS)
     bundle.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
     result = make_report(config, dataset, training, verdict, stage, int8_content)
+    progress(f"Checking the board's numpy engine against the interpreter on {len(dataset.test_labels):,} test images")
+    result["numpy_engine"] = numpy_check.check(int8_content, dataset.test_images, verdict.int8_probabilities)
     progress("Measuring the int8 error layer by layer")
     result["quantization_layers"] = quantization_report.layer_errors(training["model"], calibration, calibration[:100])
     result["timings"].update(convert_seconds=converted - started, verify_seconds=verified - converted)
@@ -65,6 +67,7 @@ def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes
                 "int8": result["metrics"]["int8"]["accuracy"], "test_images": len(dataset.test_labels)}
     io_specs = result["int8_tensors"]["input"], result["int8_tensors"]["output"]
     manifest = bundle.manifest(int8_content, io_specs, list(data.LABELS), accuracy, cases)
+    manifest["numpy_engine"] = numpy_check.manifest_record(result["numpy_engine"])
     bundle.write_device_bundle(stage / "device", int8_content, list(data.LABELS), manifest)
 
 
@@ -100,6 +103,7 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"({ratio:.2f}x)",
         f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s; "
         f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
+        f"numpy engine           {numpy_check.verdict(result['numpy_engine'])}",
         f"written to             {out_dir}/ (report.md, model_*.tflite); copy {out_dir / 'device'}/ to the board",
     ])
 

@@ -7,7 +7,7 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion.build import bundle, evaluate, quantization_report
+from edge_fashion.build import bundle, evaluate, numpy_check, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.
@@ -90,8 +90,22 @@ def markdown(report: dict, labels: list[str]) -> str:
     lines += ["", "## Confusion matrix (int8)", "", "![confusion matrix](confusion_int8.png)", "",
               "## Misclassified test images (int8; true in green, predicted in red)", "",
               "![misclassified](misclassified_int8.png)", ""]
+    if report.get("numpy_engine"):
+        lines += ["## The board's numpy engine against the interpreter", "", numpy_engine_markdown(report["numpy_engine"]), ""]
     if report.get("quantization_layers"):
         lines += ["## int8 error per layer", "", quantization_report.markdown(report["quantization_layers"])]
+    return "\n".join(lines)
+
+
+def numpy_engine_markdown(result: dict) -> str:
+    """The engine's verdict and, when it ran, its figures as a table."""
+    lines = [f"The numpy engine (`--runtime numpy`) {numpy_check.verdict(result)}.", ""]
+    if not result.get("refused"):
+        lines += ["| test images | top-1 differences | scores differing | largest difference (steps) | allowed | seconds |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| {result['images']:,} | {result['top1_differences']} | {result['scores_differing']} of "
+                  f"{result['scores']:,} | {result['max_step_difference']} | {result['step_tolerance']} | "
+                  f"{result['seconds']:.1f} |"]
     return "\n".join(lines)
 
 
