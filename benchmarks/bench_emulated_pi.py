@@ -48,8 +48,8 @@ def one_run(arguments: argparse.Namespace, report: pathlib.Path) -> dict:
 def table(runs: list, loads: list) -> str:
     """A Markdown row per userland, with the medians over the runs."""
     lines = ["| userland | qemu-user | runtime | set-up s | self-test s (median, fastest) | "
-             "images/s with start-up | classifying images/s | top-1 equal to x86 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "images/s with start-up | classifying images/s | top-1 equal to x86 | largest score difference |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in runs[0]:
         each = [run[name] for run in runs]
         self_test = [figures["self_test_seconds"] for figures in each]
@@ -59,7 +59,8 @@ def table(runs: list, loads: list) -> str:
             f"{each[0]['userland']['setup_seconds']} | {statistics.median(self_test):.1f}, {min(self_test):.1f} | "
             f"{statistics.median(figures['images_per_second'] for figures in each):.1f} | "
             f"{statistics.median(figures['classify_fps'] for figures in each):.1f} | "
-            f"{each[-1]['top1_equal']}/{each[-1]['images']} |")
+            f"{each[-1]['top1_equal']}/{each[-1]['images']} | "
+            f"{max(figures['max_score_steps'] for figures in each)} step |")
     lines.append(f"\n{len(runs)} runs of {runs[0][next(iter(runs[0]))]['images']} images; load average "
                  f"(1 min) {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores. Emulated times, "
                  "not a board's.")

@@ -218,7 +218,6 @@ def check_inputs(arguments: argparse.Namespace) -> None:
     if not arguments.host_python.is_file():
         raise EmulationError(f"no device venv at {arguments.host_python}: make it with "
                              "python3 tests/device_venv.py, or pass --host-python")
-    pi_userland.host_python_check()
 
 
 def prove(arguments: argparse.Namespace, images: pathlib.Path) -> dict:

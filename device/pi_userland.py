@@ -309,6 +309,7 @@ def ensure_requirements(userland: Userland, requirements_text: str) -> dict:
     key = {"requirements_txt": requirements_text, "glibc_minor": userland.suite.glibc_minor}
     if record_path.is_file() and json.loads(record_path.read_text()).get("key") == key:
         return json.loads(record_path.read_text())["installed"]
+    host_python_check()
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
