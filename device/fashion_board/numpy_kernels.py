@@ -69,10 +69,12 @@ def prepare_fully_connected(model, operator):
     if options and options.scalar(1, "b"):
         raise ModelError("the numpy engine does not read FULLY_CONNECTED's shuffled weight format")
     keep_dims = bool(options.scalar(2, "B")) if options else False
-    (input_scale, input_zero_point), (output_scale, output_zero_point) = quantized(source, "FULLY_CONNECTED"), \
-        quantized(output, "FULLY_CONNECTED")
-    if weights.data is None or not np.issubdtype(weights.dtype, np.integer):
-        raise ModelError("the numpy engine runs FULLY_CONNECTED with constant integer weights only")
+    input_scale, input_zero_point = quantized(source, "FULLY_CONNECTED")
+    output_scale, output_zero_point = quantized(output, "FULLY_CONNECTED")
+    if weights.data is None or not np.issubdtype(weights.dtype, np.integer) or weights.data.ndim != 2 \
+            or len(weights.scales) not in (1, weights.data.shape[0]):
+        raise ModelError("the numpy engine runs FULLY_CONNECTED with constant integer weights, "
+                         "quantized per tensor or per output unit, only")
     # Products of 8-bit integers summed over a few thousand inputs stay far below 2^53: float64
     # matrix products (BLAS) give the exact int32 sums, many times faster than numpy's integer matmul.
     matrix = (weights.data.astype(np.float64) - float(weights.zero_points[0])).T  # (depth, units)
@@ -137,8 +139,8 @@ def prepare_mul(model, operator):
 def prepare_quantize(model, operator):
     """Integer to integer (uint8 input to int8 and back): requantize by input_scale / output_scale."""
     source, output = model.tensors[operator.inputs[0]], model.tensors[operator.outputs[0]]
-    (input_scale, input_zero_point), (output_scale, output_zero_point) = quantized(source, "QUANTIZE"), \
-        quantized(output, "QUANTIZE")
+    input_scale, input_zero_point = quantized(source, "QUANTIZE")
+    output_scale, output_zero_point = quantized(output, "QUANTIZE")
     multiplier, shift = fixed_point.quantize_multiplier(input_scale / output_scale)
     limits = np.iinfo(output.dtype)
 
@@ -164,6 +166,8 @@ def prepare_softmax(model, operator):
     logit's distance to the row's largest, summed in float32, each quotient rounded to the output."""
     source, output = model.tensors[operator.inputs[0]], model.tensors[operator.outputs[0]]
     input_scale, _ = quantized(source, "SOFTMAX")
+    if np.dtype(source.dtype).itemsize != 1:  # The table spans the 256 distances of one-byte logits.
+        raise ModelError(f"the numpy engine runs SOFTMAX on int8 or uint8 logits only, not {np.dtype(source.dtype).name}")
     output_scale, output_zero_point = quantized(output, "SOFTMAX")
     beta = operator.options.scalar(0, "f", 0.0) if operator.options else 0.0
     table, limits = softmax_table(input_scale, beta), np.iinfo(output.dtype)

@@ -70,8 +70,10 @@ def verdict(result: dict) -> str:
         return (f"DISAGREES with the interpreter: top-1 differs on {result['top1_differences']:,} of "
                 f"{result['images']:,} test images, scores by up to {result['max_step_difference']} steps "
                 f"(allowed {result['step_tolerance']}); classify.py --runtime numpy will refuse this model")
-    return (f"agrees with the interpreter on {result['images']:,} test images (top-1 identical, "
-            f"{result['scores_differing']:,} scores differ, by at most {result['max_step_difference']} output steps)")
+    if result["scores_differing"] == 0:
+        return f"agrees with the interpreter on {result['images']:,} test images: every score identical"
+    return (f"agrees with the interpreter on {result['images']:,} test images: top-1 identical, "
+            f"{result['scores_differing']:,} scores differ, by at most {result['max_step_difference']} output step")
 
 
 def manifest_record(result: dict) -> dict:
