@@ -2,15 +2,34 @@
 staging folder that is published whole, or kept aside when the gate refuses the int8 model."""
 
 import datetime
+import importlib.util
 import json
 import pathlib
 import shutil
+import sys
 import time
 
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, quantization_report, report, train
-from converters import quantizers, tflite
+from edge_fashion.build import bundle, data, evaluate, inputs
+
+
+def lazy_module(name: str):
+    """The module `name`, run at its first attribute access (importlib's LazyLoader): these import
+    TensorFlow, seconds of work, and the input checks must answer before that."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+quantization_report, report, train = (lazy_module(f"edge_fashion.build.{name}")
+                                      for name in ("quantization_report", "report", "train"))
+quantizers, tflite = lazy_module("converters.quantizers"), lazy_module("converters.tflite")
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
 
@@ -110,6 +129,7 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
 def build(config: config_module.BuildConfig, progress) -> dict:
     """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
     started = time.perf_counter()
+    inputs.check(config)
     dataset = load_data(config, progress)
     training = run_training(config, dataset, progress)
     stage = bundle.new_stage(config.out_dir)
@@ -120,6 +140,7 @@ def build(config: config_module.BuildConfig, progress) -> dict:
 def reconvert(config: config_module.BuildConfig, progress) -> dict:
     """Convert, verify and publish OUT/model.keras again without training."""
     started = time.perf_counter()
+    inputs.check(config, model=True)
     training = read_training(config.out_dir)
     dataset = load_data(config, progress)
     stage = bundle.new_stage(config.out_dir)
@@ -129,6 +150,7 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
 
 def train_only(config: config_module.BuildConfig, progress) -> dict:
     """Train and write OUT/model.keras and OUT/train.json; return what train.json holds."""
+    inputs.check(config, bundle=False)
     training = run_training(config, load_data(config, progress), progress)
     bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
     bundle.atomic_write_json(config.out_dir / "train.json", training)
