@@ -121,7 +121,9 @@ def classify_sources(sources, classifier: Classifier, options: Options, runtime:
 
     Each image is classified as soon as it is decoded, not batched with later ones: a batch would
     hold finished results while the next images decode, and a run killed (out of memory, by a
-    watchdog) would lose them. Decoding dominates a file's time, so batching gained little.
+    watchdog) would lose them. The price is one interpreter call per image: a folder of 28x28 PNGs
+    runs at about half the rate batches of 32 gave; camera frames and photos, whose decoding
+    dominates, lose little.
     """
     milliseconds, errors, number = [], 0, 0
     started = time.perf_counter()
