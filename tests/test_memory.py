@@ -174,10 +174,11 @@ def test_a_fifo_named_on_the_command_line_never_hangs(device_python, device, tes
                            capture_output=True, text=True, timeout=60, check=False)
     assert records(alone.stdout)[0] == {"path": str(fifo), "error": f"the FIFO {fifo} is empty"}
     image = (tmp_path / "00000.png").read_bytes()
-    writer = threading.Thread(target=lambda: fifo.write_bytes(image))  # Blocks until classify.py opens it.
+    # A writer waiting in open() already counts as one, so classify.py's read waits for its bytes.
+    writer = threading.Thread(target=lambda: fifo.write_bytes(image), daemon=True)
+    writer.start()
     process = subprocess.Popen([str(device_python), str(device / "classify.py"), str(fifo), "--json"],
                                stdout=subprocess.PIPE, text=True)
-    writer.start()
     stdout, _ = process.communicate(timeout=60)
     writer.join(timeout=10)
     assert "label" in records(stdout)[0], stdout
