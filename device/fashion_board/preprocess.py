@@ -73,25 +73,29 @@ def check_decode_size(image: Image.Image) -> None:
                          f"to decode, more than the {MAX_DECODE_BYTES / 1e6:.0f} MB allowed: scale it down first")
 
 
-def reduce_large(image: Image.Image) -> Image.Image:
-    """An image over REDUCE_PIXELS box-averaged by a whole factor (nearest pixels for the modes
-    Image.reduce lacks: 1, P, I;16); a smaller one as it is, so its frame stays as it was."""
-    factor = math.ceil(math.sqrt(image.width * image.height / REDUCE_PIXELS))
+def reduce_large(image: Image.Image, box: tuple | None = None) -> Image.Image:
+    """The image, or its region box (left, top, right, bottom), box-averaged by a whole factor when
+    over REDUCE_PIXELS (nearest pixels for the modes Image.reduce lacks: 1, P, I;16), in one step
+    with no full-size copy; a smaller one as it is (cropped), so its frame stays as it was."""
+    box = box or (0, 0, image.width, image.height)
+    width, height = box[2] - box[0], box[3] - box[1]
+    factor = math.ceil(math.sqrt(width * height / REDUCE_PIXELS))
     if factor < 2:
-        return image
+        return image if box == (0, 0, image.width, image.height) else image.crop(box)
     if image.mode in ("1", "P") or image.mode.startswith("I;16"):
-        size = (max(1, image.width // factor), max(1, image.height // factor))
-        return image.resize(size, Image.Resampling.NEAREST)
-    return image.reduce(factor)
+        size = (max(1, width // factor), max(1, height // factor))
+        return image.resize(size, Image.Resampling.NEAREST, box=box)
+    return image.reduce(factor, box=box)
 
 
-def crop_roi(image: Image.Image, roi: tuple | None) -> Image.Image:
+def roi_box(image: Image.Image, roi: tuple | None) -> tuple | None:
+    """--roi x,y,w,h as a box (left, top, right, bottom); ValueError when it lies outside the image."""
     if roi is None:
-        return image
+        return None
     left, top, width, height = roi
     if left + width > image.width or top + height > image.height:
         raise ValueError(f"--roi {left},{top},{width},{height} lies outside the {image.width}x{image.height} image")
-    return image.crop((left, top, left + width, top + height))
+    return left, top, left + width, top + height
 
 
 def by_blocks(convert, *arrays: np.ndarray) -> np.ndarray:
@@ -231,7 +235,7 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
 
 def preprocess(image: Image.Image, roi: tuple | None) -> np.ndarray:
     """A decoded image to the model's (28, 28) uint8 input."""
-    return to_dataset_form(to_grayscale(reduce_large(crop_roi(image, roi))))  # Reduced already without roi.
+    return to_dataset_form(to_grayscale(reduce_large(image, roi_box(image, roi))))
 
 
 def configure_pillow() -> None:
