@@ -20,7 +20,9 @@ JSON object per line instead; this schema is stable:
                  "ms_p95": float|null, "fps": float|null, "runtime": str}}
     {"self_test": {"passed": bool, "cases": int, "failures": [str, ...],
                    "max_difference": float, "runtime": str, "load_ms": float, "inference_ms": float}}
-`ms` is the image's own decode and preprocessing time plus its share of its batch's inference.
+`ms` is the image's own decode, preprocessing and inference time. Each line is printed as soon as
+its image is classified. Images that would need more than 48 MB to decode are refused with an
+error line, before decoding (device/README.md, "Memory").
 Exit status: 0 when every input was classified (or the self-test passed), 1 when any input
 failed (or the self-test failed), 2 for a usage, model or runtime error.
 """
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=runtimes.RUNTIMES,
                         help="force one interpreter, or numpy: the engine that needs none (default: the first that imports)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=32, help="images per interpreter call")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=1,
+                        help="ignored: each image is classified as soon as it is decoded (kept for older command lines)")
     parser.add_argument("--top_k", "--top-k", type=int, default=1, help="print the k best classes")
     parser.add_argument("--threshold", type=float, default=0.0, help="print 'unsure' below this confidence")
     parser.add_argument("--json", action="store_true", help="JSON lines (schema in the module docstring)")
@@ -112,12 +115,10 @@ def main(argv: list | None = None) -> int:
         if arguments.save_preprocessed is not None:
             arguments.save_preprocessed.mkdir(parents=True, exist_ok=True)
         options = stream.Options(arguments.top_k, arguments.threshold, arguments.roi, arguments.save_preprocessed,
-                          arguments.json, arguments.verbose, arguments.batch_size)
+                          arguments.json, arguments.verbose)
         if arguments.camera:
-            options.batch_size = 1
             sources = sources_module.camera_sources(arguments.camera_index, arguments.count, arguments.interval)
         elif arguments.watch is not None:
-            options.batch_size = 1
             sources = sources_module.watched_sources(arguments.watch, arguments.count, arguments.interval)
         else:
             sources = sources_module.file_sources(arguments.inputs)

@@ -6,7 +6,12 @@ import importlib.util
 import pathlib
 import sys
 
-DEVICE_DIR = pathlib.Path(__file__).resolve().parent.parent / "device"
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+# An installed wheel holds device/ as edge_fashion/device (pyproject.toml maps it); a checkout, and
+# so an editable install, has it beside the package. The installed place is tried first: a
+# site-packages/device/ may belong to someone else.
+INSTALLED_DIR, CHECKOUT_DIR = PACKAGE_DIR / "device", PACKAGE_DIR.parent / "device"
+DEVICE_DIR = INSTALLED_DIR if INSTALLED_DIR.is_dir() else CHECKOUT_DIR
 BOARD_PACKAGE = "fashion_board"  # device/fashion_board/: the code classify.py runs.
 TOP_FILES = ("classify.py", "requirements.txt", "README.md")  # Copied as they are from device/.
 HOST_NAME = "edge_fashion._board"  # The name the board package gets inside this process.

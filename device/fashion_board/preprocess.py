@@ -6,48 +6,120 @@ host make identical frames.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .common import SIDE
 
 MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
+# The decoded image may take this much memory. With the interpreter, numpy and Pillow (about 50 MB)
+# and the work after decoding, a run peaks under 150 MB: a 512 MB board keeps room for the rest.
+# 48 MB holds a 12-megapixel RGB photo (Pillow keeps RGB as 4 bytes a pixel).
+MAX_DECODE_BYTES = 48_000_000
+# Pillow's bytes per pixel for each mode (others take 4); LA and RGBA count twice, for the
+# premultiplied copy that reducing them makes.
+BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "LA": 8, "RGBA": 8}
+# Full-size buffers a decoder holds besides Pillow's image (measured: WebP's animation decoder
+# keeps its canvas and hands over a copy; libtiff may read a whole strip).
+DECODER_COPIES = {"WEBP": 4, "TIFF": 2}
+# Larger images (when no --roi needs full resolution) are box-averaged down to at most this many
+# pixels right after decoding: the frame is made from WORK_SIDE pixels anyway.
+REDUCE_PIXELS = 4_000_000
+BLOCK_PIXELS = 1 << 18  # Float work on big arrays goes by blocks of rows of about this many pixels.
+ORIENTATION_TAG = 0x0112  # EXIF orientation, 1-8; ImageOps.exif_transpose's table.
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
 WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough to crop well.
 DARK_BORDER = 32  # A border whose median is at most this is a dark background, as in the data set.
 
 
 def decode(source, use_draft: bool) -> Image.Image:
-    """Open and decode a path or a file object, JPEGs at reduced size when allowed."""
+    """Open and decode a path or a file object within MAX_DECODE_BYTES, upright per its EXIF
+    orientation. use_draft (no --roi needs full resolution): JPEGs decode at reduced size and
+    images over REDUCE_PIXELS are reduced at once."""
     try:
         image = Image.open(source)
     except Image.UnidentifiedImageError:
         raise ValueError("cannot identify the image format: empty, damaged or not an image") from None
-    with image:
+    try:
         if use_draft and image.format == "JPEG":
             image.draft("L", (WORK_SIDE, WORK_SIDE))  # Decodes at 1/2 to 1/8 scale: ~10x faster.
+        check_decode_size(image)
         image.load()
-        return ImageOps.exif_transpose(image)
+        # Not ImageOps.exif_transpose: it copies every image, upright or not, doubling the peak.
+        method = ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG))
+        image = reduce_large(image) if use_draft else image
+        return image if method is None else image.transpose(method)
+    except BaseException:
+        image.close()
+        raise
 
 
-def crop_roi(image: Image.Image, roi: tuple | None) -> Image.Image:
+def decode_bytes(image: Image.Image) -> int:
+    """What decoding takes, from the header: pixels x bytes per pixel of the mode, x the decoder's copies."""
+    return (image.width * image.height * BYTES_PER_PIXEL.get(image.mode, 4)
+            * DECODER_COPIES.get(image.format, 1))
+
+
+def check_decode_size(image: Image.Image) -> None:
+    """ValueError, before decoding, for an image whose decoding would not fit MAX_DECODE_BYTES."""
+    needed = decode_bytes(image)
+    if needed > MAX_DECODE_BYTES:
+        raise ValueError(f"{image.width}x{image.height} {image.format} ({image.mode}) needs {needed / 1e6:.0f} MB "
+                         f"to decode, more than the {MAX_DECODE_BYTES / 1e6:.0f} MB allowed: scale it down first")
+
+
+def reduce_large(image: Image.Image, box: tuple | None = None) -> Image.Image:
+    """The image, or its region box (left, top, right, bottom), box-averaged by a whole factor when
+    over REDUCE_PIXELS (nearest pixels for the modes Image.reduce lacks: 1, P, I;16), in one step
+    with no full-size copy; a smaller one as it is (cropped), so its frame stays as it was."""
+    box = box or (0, 0, image.width, image.height)
+    width, height = box[2] - box[0], box[3] - box[1]
+    factor = math.ceil(math.sqrt(width * height / REDUCE_PIXELS))
+    if factor < 2:
+        return image if box == (0, 0, image.width, image.height) else image.crop(box)
+    if image.mode in ("1", "P") or image.mode.startswith("I;16"):
+        size = (max(1, width // factor), max(1, height // factor))
+        return image.resize(size, Image.Resampling.NEAREST, box=box)
+    return image.reduce(factor, box=box)
+
+
+def roi_box(image: Image.Image, roi: tuple | None) -> tuple | None:
+    """--roi x,y,w,h as a box (left, top, right, bottom); ValueError when it lies outside the image."""
     if roi is None:
-        return image
+        return None
     left, top, width, height = roi
     if left + width > image.width or top + height > image.height:
         raise ValueError(f"--roi {left},{top},{width},{height} lies outside the {image.width}x{image.height} image")
-    return image.crop((left, top, left + width, top + height))
+    return left, top, left + width, top + height
+
+
+def by_blocks(convert, *arrays: np.ndarray) -> np.ndarray:
+    """convert(rows of each array) -> uint8, applied to blocks of rows: (H, W) uint8. Its float
+    temporaries stay the size of a block, not of the image."""
+    height, width = arrays[0].shape
+    rows = max(1, BLOCK_PIXELS // max(1, width))
+    result = np.empty((height, width), dtype=np.uint8)
+    for top in range(0, height, rows):
+        result[top: top + rows] = convert(*(array[top: top + rows] for array in arrays))
+    return result
 
 
 def flatten_alpha(image: Image.Image) -> np.ndarray:
     """Grayscale with transparent parts set to the background that contrasts with the opaque ones."""
-    gray, alpha = image.convert("LA").split()
-    gray_values = np.asarray(gray, dtype=np.float32)
-    opacity = np.asarray(alpha, dtype=np.float32) / 255
-    opaque = gray_values[opacity > 0.5]
-    background = 0.0 if opaque.size and opaque.mean() > 127 else 255.0
-    return np.round(gray_values * opacity + background * (1 - opacity)).astype(np.uint8)
+    gray, alpha = (np.asarray(band, dtype=np.uint8) for band in image.convert("LA").split())
+    opaque = alpha > 127  # Opacity above one half.
+    count = np.count_nonzero(opaque)
+    background = 0.0 if count and int(gray[opaque].sum(dtype=np.int64)) > 127 * count else 255.0
+
+    def blend(gray_rows, alpha_rows):
+        opacity = alpha_rows.astype(np.float32) / 255
+        return np.round(gray_rows.astype(np.float32) * opacity + background * (1 - opacity)).astype(np.uint8)
+    return by_blocks(blend, gray, alpha)
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
@@ -56,11 +128,13 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     if mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if mode.startswith("I"):  # 16-bit (I;16*) and 32-bit integer: treat as 16-bit samples.
-        return np.clip(np.round(np.asarray(image, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+        return by_blocks(lambda rows: np.clip(np.round(rows.astype(np.float64) / 257), 0, 255).astype(np.uint8),
+                         np.asarray(image))
     if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        values = values * 255 if values.size and np.nanmax(values) <= 1 else values
-        return np.clip(np.nan_to_num(values), 0, 255).astype(np.uint8)
+        values = np.asarray(image)  # float32; its maximum is the same in float64.
+        scale = 255 if values.size and np.nanmax(values) <= 1 else 1
+        return by_blocks(lambda rows: np.clip(np.nan_to_num(rows.astype(np.float64) * scale), 0, 255).astype(np.uint8),
+                         values)
     if mode == "P" and "transparency" in image.info or mode in ("PA", "RGBA", "LA", "La", "RGBa"):
         return flatten_alpha(image.convert("RGBA"))
     if mode == "CMYK":
@@ -161,7 +235,7 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
 
 def preprocess(image: Image.Image, roi: tuple | None) -> np.ndarray:
     """A decoded image to the model's (28, 28) uint8 input."""
-    return to_dataset_form(to_grayscale(crop_roi(image, roi)))
+    return to_dataset_form(to_grayscale(reduce_large(image, roi_box(image, roi))))
 
 
 def configure_pillow() -> None:

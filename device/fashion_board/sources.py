@@ -6,6 +6,7 @@ import importlib
 import io
 import os
 import pathlib
+import stat
 import sys
 import time
 
@@ -16,7 +17,11 @@ from .common import ModelError, log, one_line
 from .preprocess import decode
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
-MAX_STDIN_BYTES = 200_000_000
+# An image read from standard input or a FIFO is held in memory whole before decoding: this much
+# at most, so that with the decoded image (preprocess.MAX_DECODE_BYTES) a run stays within 150 MB.
+MAX_STREAM_BYTES = 32_000_000
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device"}
 MAX_CAMERA_FAILURES = 5
 
 
@@ -29,13 +34,46 @@ def image_files(folder: pathlib.Path) -> list:
     return found
 
 
-def read_stdin() -> io.BytesIO:
-    data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+def read_stream(stream, what: str) -> io.BytesIO:
+    data = stream.read(MAX_STREAM_BYTES + 1)
     if not data:
-        raise ValueError("standard input is empty")
-    if len(data) > MAX_STDIN_BYTES:
-        raise ValueError(f"standard input holds more than {MAX_STDIN_BYTES} bytes")
+        raise ValueError(f"{what} is empty")
+    if len(data) > MAX_STREAM_BYTES:
+        raise ValueError(f"{what} holds more than {MAX_STREAM_BYTES} bytes")
     return io.BytesIO(data)
+
+
+def read_stdin() -> io.BytesIO:
+    return read_stream(sys.stdin.buffer, "standard input")
+
+
+def read_fifo(path: pathlib.Path) -> io.BytesIO:
+    """A FIFO named on the command line, such as `<(cat photo.jpg)`. Opened without waiting for a
+    writer, then read as usual: one that nobody writes to reads as empty instead of hanging."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(descriptor, True)
+    with open(descriptor, "rb") as fifo:
+        return read_stream(fifo, f"the FIFO {path}")
+
+
+def special_kind(path: pathlib.Path) -> str | None:
+    """'a FIFO', 'a socket', ... for what is not a regular file (after links), from stat: never opened."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # Gone, or a broken link: decoding says so in its own words.
+        return None
+    return None if stat.S_ISREG(mode) else SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def file_loader(path: pathlib.Path, named: bool):
+    """The loader of one path. Special files found in a folder are skipped unopened: a FIFO would
+    block the run forever. A FIFO named on the command line is read without blocking."""
+    kind = special_kind(path)
+    if kind is None:
+        return lambda use_draft: decode(path, use_draft)
+    if kind == SPECIAL_FILES[stat.S_IFIFO] and named:
+        return lambda use_draft: decode(read_fifo(path), use_draft)
+    return missing_input(f"{kind}, not an image file: skipped")
 
 
 def missing_input(message: str):
@@ -54,9 +92,9 @@ def file_sources(inputs: list):
             if not files:
                 yield name, missing_input("no image files in this folder")
             for file in files:
-                yield str(file), lambda use_draft, file=file: decode(file, use_draft)
+                yield str(file), file_loader(file, named=False)
         elif path.exists():
-            yield name, lambda use_draft, path=path: decode(path, use_draft)
+            yield name, file_loader(path, named=True)
         else:
             yield name, missing_input("no such file or folder")
 

@@ -3,14 +3,33 @@ staging folder that is published whole as a run (runs.py), or kept aside when th
 int8 model. Each stage that writes holds OUT's lock."""
 
 import datetime
+import importlib.util
 import json
 import pathlib
+import sys
 import time
 
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, numpy_check, quantization_report, report, runs, train
-from converters import quantizers, tflite
+from edge_fashion.build import bundle, data, evaluate, inputs, numpy_check, runs
+
+
+def lazy_module(name: str):
+    """The module `name`, run at its first attribute access (importlib's LazyLoader): these import
+    TensorFlow, seconds of work, and the input checks must answer before that."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+quantization_report, report, train = (lazy_module(f"edge_fashion.build.{name}")
+                                      for name in ("quantization_report", "report", "train"))
+quantizers, tflite = lazy_module("converters.quantizers"), lazy_module("converters.tflite")
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
 TRAINED = "trained"  # OUT/trained/: what `train` wrote, which the next `convert` turns into a run.
@@ -116,6 +135,7 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
 def build(config: config_module.BuildConfig, progress) -> dict:
     """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
     started = time.perf_counter()
+    inputs.check(config)
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
         training = run_training(config, dataset, progress)
@@ -128,6 +148,7 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
     """Convert, verify and publish as a new run the model `train` left in OUT/trained/, else the
     latest run's model, without training; a published trained/ model is then removed from there."""
     started = time.perf_counter()
+    inputs.check(config)
     if not config.out_dir.is_dir():
         raise ValueError(f"{config.out_dir} not found: run `edge-fashion build --out {config.out_dir}` first")
     with runs.lock(config.out_dir):
@@ -144,6 +165,7 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
 
 def train_only(config: config_module.BuildConfig, progress) -> dict:
     """Train and write OUT/trained/model.keras and train.json (swapped in whole); return what train.json holds."""
+    inputs.check(config, bundle=False)
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
         training = run_training(config, dataset, progress)
