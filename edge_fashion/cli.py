@@ -190,27 +190,40 @@ def evaluate(**options):
               help="The private key to log in with (ssh -i).")
 @click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
               help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
-@click.option("--python", help="The target's Python [default: python3; --self-test prefers DIR/.venv].")
+@click.option("--python", help="The target's Python [default: python3; the self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
-@click.option("--self-test", is_flag=True, help="Run classify.py --self-test on the board and report it.")
+@click.option("--self-test", is_flag=True, hidden=True, help="Kept for old scripts: every deploy runs it now.")
+@click.option("--rollback", is_flag=True, help="Switch the board back to the release deployed before the current one.")
+@click.option("--list", "list_releases", is_flag=True, help="List the board's releases, the current one starred.")
+@click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
+              help="Releases kept on the board (the current one always).")
 @user_errors
-def deploy_command(target, bundle_dir, install, self_test, **options):
-    """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, and verify it there.
+def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, **options):
+    """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, verify it, test it, switch to it.
 
-    Only files whose sha256 differs on the target travel. Each lands under a temporary name and
-    all are renamed into place at the end, so an interrupted deploy leaves the old bundle whole.
-    Then every file's sha256 is read back from the target.
+    Each bundle goes to its own folder, DIR/releases/<sha>/; only files the board does not hold yet
+    travel, every file's sha256 is read back, and classify.py --self-test runs there. Only when it
+    passes does DIR/current (a symlink, swapped in one rename) move to it, and edge-fashion.service,
+    if installed, restart. An interrupted or failed deploy leaves current as it was.
 
     \b
     Examples:
-        edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
+        edge-fashion deploy pi@raspberrypi.local:fashion --install
+        edge-fashion deploy pi@raspberrypi.local:fashion --list
+        edge-fashion deploy pi@raspberrypi.local:fashion --rollback
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
     """
-    from edge_fashion.deploy import transport
+    from edge_fashion.deploy import releases, transport
 
     destination = transport.parse_target(target, **options)
-    transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+    if list_releases or rollback:
+        with transport.on_board(destination) as call:
+            if rollback:
+                releases.rollback(call, keep, destination.python, str(destination), click.echo)
+            click.echo("\n".join(releases.describe(releases.releases(call))))
+        return
+    transport.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
 
 
 @cli.command("bench")
