@@ -181,7 +181,7 @@ def evaluate(**options):
 
 
 @cli.command("deploy")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
               default=config_module.BuildConfig().out_dir / "device", show_default=True,
               help="The bundle to copy: a build's device/ folder.")
@@ -198,8 +198,15 @@ def evaluate(**options):
 @click.option("--list", "list_releases", is_flag=True, help="List the board's releases, the current one starred.")
 @click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
               help="Releases kept on the board (the current one always).")
+@click.option("--fleet", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="An Ansible inventory: deploy to all its boards with ansible-playbook (TARGET is not given).")
+@click.option("--batch", type=click.IntRange(1), default=5, show_default=True,
+              help="With --fleet: boards updated at once after the first (the canary).")
+@click.option("--max-fail", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="With --fleet: stop when more than this percent of a batch fails.")
 @user_errors
-def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, **options):
+def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, fleet, batch, max_fail,
+                   **options):
     """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, verify it, test it, switch to it.
 
     Each bundle goes to its own folder, DIR/releases/<sha>/; only files the board does not hold yet
@@ -213,9 +220,14 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
         edge-fashion deploy pi@raspberrypi.local:fashion --list
         edge-fashion deploy pi@raspberrypi.local:fashion --rollback
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
+        edge-fashion deploy --fleet boards.ini --batch 10 --max-fail 20
     """
     from edge_fashion.deploy import releases, transport
 
+    if fleet is not None:
+        return deploy_fleet(bundle_dir, fleet, batch, max_fail, keep)
+    if target is None:
+        raise click.UsageError("give a TARGET, or --fleet INVENTORY")
     destination = transport.parse_target(target, **options)
     if list_releases or rollback:
         with transport.on_board(destination) as call:
@@ -224,6 +236,14 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
             click.echo("\n".join(releases.describe(releases.releases(call))))
         return
     transport.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
+
+
+def deploy_fleet(bundle_dir, inventory, batch, max_fail, keep):
+    from edge_fashion.deploy import fleet
+
+    result = fleet.deploy_fleet(bundle_dir, inventory, batch, max_fail, keep, progress=click.echo)
+    click.echo("\n".join(fleet.summary_lines(result)))
+    fleet.check(result)
 
 
 @cli.command("bench")

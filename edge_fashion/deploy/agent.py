@@ -144,7 +144,8 @@ def prepare(board: pathlib.Path, release: str, wanted: dict) -> dict:
             source = find_copy(board, name, sha256, folder)
             if source is not None:
                 link_or_copy(source, target)
-    return {"sha256": {name: file_sha256(bundle_path(folder, name)) for name in wanted},
+    found = {name: file_sha256(bundle_path(folder, name)) for name in wanted}
+    return {"sha256": found, "missing": [name for name in wanted if found[name] != wanted[name]],
             "current": current_release(board), "migrated": migrated}
 
 
