@@ -81,36 +81,51 @@ def summary_row(output: str, board: str) -> list[str]:
     return rows[0]
 
 
-def test_a_failing_board_stops_the_next_batch(servers, boards, new_bundle, tmp_path, device_python):
+def fleet_deploy(bundle: pathlib.Path, inventory: pathlib.Path, batch: int, max_fail: int) -> str:
+    return run_cli("deploy", "--bundle", str(bundle), "--fleet", str(inventory), "--batch", str(batch),
+                   "--max-fail", str(max_fail), expect_exit=1).output
+
+
+def test_canary_batches_and_max_fail(servers, boards, new_bundle, tmp_path, device_python):
     old = current(boards["board-a"])
-    inventory = write_inventory(tmp_path / "boards.ini", servers, boards, ["board-a", FAILING, "board-b"], device_python)
-    result = run_cli("deploy", "--bundle", str(new_bundle), "--fleet", str(inventory), "--batch", "2",
-                     "--max-fail", "0", expect_exit=1)
     new = deploy.deploy_agent.release_name({name: deploy.sha256_bytes(data)
                                             for name, data in deploy.read_bundle(new_bundle).items()})
-    # The canary passed and switched; the failing board kept its release, and so did the other board of
-    # its batch: Ansible stopped before the switch.
-    canary = summary_row(result.output, "board-a")
-    assert canary[1:4] == [old, new, "passed"] and canary[-1] == "switched" and float(canary[4]) > 0
-    assert summary_row(result.output, FAILING)[1:4] == [old, new, "FAILED"]
-    assert summary_row(result.output, FAILING)[-3:] == ["switched", "(self-test", "FAILED)"]
-    assert summary_row(result.output, "board-b")[3] == "passed"
-    assert summary_row(result.output, "board-b")[-5:] == ["not", "switched", "(stopped", "before", "the", "switch)"][-5:]
-    assert result.output.splitlines()[-1].startswith(f"Error: 2 of 3 boards not on releases/{new}/")
+
+    # The failing board as the canary: nothing else runs, whatever --max-fail allows.
+    canary_first = write_inventory(tmp_path / "canary.ini", servers, boards, [FAILING, "board-a", "board-b"],
+                                   device_python)
+    output = fleet_deploy(new_bundle, canary_first, batch=2, max_fail=50)
+    assert summary_row(output, FAILING)[1:4] == [old, new, "FAILED"]
+    assert summary_row(output, "board-a")[-2:] == summary_row(output, "board-b")[-2:] == ["not", "run"]
+    assert [current(folder) for folder in boards.values()] == [old, old, old]
+
+    # A good canary, then a batch of two where one fails: with --max-fail 0 Ansible stops the batch
+    # before its switch, so neither board of it moves.
+    inventory = write_inventory(tmp_path / "boards.ini", servers, boards, ["board-a", FAILING, "board-b"], device_python)
+    output = fleet_deploy(new_bundle, inventory, batch=2, max_fail=0)
+    canary = summary_row(output, "board-a")
+    assert canary[1:4] == [old, new, "passed"] and float(canary[4]) > 0 and canary[-1] == "switched"
+    assert summary_row(output, FAILING)[1:4] == [old, new, "FAILED"]
+    assert " ".join(summary_row(output, FAILING)[5:]) == "not switched (self-test FAILED)"
+    assert " ".join(summary_row(output, "board-b")[3:4] + summary_row(output, "board-b")[5:]) == \
+        "passed not switched (stopped before the switch)"
+    assert output.splitlines()[-1].startswith(f"Error: 2 of 3 boards not on releases/{new}/")
     assert (current(boards["board-a"]), current(boards[FAILING]), current(boards["board-b"])) == (new, old, old)
 
-    # Allowing half a batch to fail, the roll-out goes on past the failing board.
-    again = run_cli("deploy", "--bundle", str(new_bundle), "--fleet", str(inventory), "--batch", "2",
-                    "--max-fail", "50", expect_exit=1)
-    assert summary_row(again.output, "board-b")[-1] == "switched"
+    # Half a batch may fail: the roll-out goes on past the failing board, which keeps its release.
+    output = fleet_deploy(new_bundle, inventory, batch=2, max_fail=50)
+    assert summary_row(output, "board-b")[-1] == "switched"
+    assert output.splitlines()[-1].startswith(f"Error: 1 of 3 boards not on releases/{new}/: {FAILING}")
     assert (current(boards["board-a"]), current(boards[FAILING]), current(boards["board-b"])) == (new, old, new)
+    assert (boards[FAILING] / "current" / "classify.py").is_file()
 
 
-def test_a_failing_canary_stops_the_fleet(servers, boards, new_bundle, tmp_path, device_python):
-    old = current(boards["board-a"])
-    inventory = write_inventory(tmp_path / "boards.ini", servers, boards, [FAILING, "board-a", "board-b"], device_python)
-    result = run_cli("deploy", "--bundle", str(new_bundle), "--fleet", str(inventory), "--batch", "2",
-                     "--max-fail", "50", expect_exit=1)
-    assert summary_row(result.output, FAILING)[3] == "FAILED"
-    assert summary_row(result.output, "board-a")[-2:] == ["not", "run"]
-    assert [current(folder) for folder in boards.values()] == [old, old, old]
+def test_a_missing_inventory_is_one_line(tmp_path, tiny_build):
+    result = run_cli("deploy", "--bundle", str(tiny_build / "device"), "--fleet", str(tmp_path / "empty.ini"),
+                     expect_exit=2)
+    assert "does not exist" in result.output
+    (tmp_path / "empty.ini").write_text("# no boards yet\n")
+    result = run_cli("deploy", "--bundle", str(tiny_build / "device"), "--fleet", str(tmp_path / "empty.ini"),
+                     expect_exit=1)
+    assert result.output.startswith("Error: ") and "no boards in this inventory" in result.output
+    assert result.output.count("\n") == 1
