@@ -9,6 +9,8 @@ import click
 
 import edge_fashion
 from edge_fashion import config as config_module
+from edge_fashion.deploy import fleet as fleet_module
+from edge_fashion.deploy import transport as transport_module
 
 # TensorFlow's C++ start-up chatter hides the progress a user wants to see.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -196,13 +198,13 @@ def evaluate(**options):
 @click.option("--self-test", is_flag=True, hidden=True, help="Kept for old scripts: every deploy runs it now.")
 @click.option("--rollback", is_flag=True, help="Switch the board back to the release deployed before the current one.")
 @click.option("--list", "list_releases", is_flag=True, help="List the board's releases, the current one starred.")
-@click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
+@click.option("--keep", type=click.IntRange(1), default=transport_module.KEEP_RELEASES, show_default=True,
               help="Releases kept on the board (the current one always).")
 @click.option("--fleet", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
               help="An Ansible inventory: deploy to all its boards with ansible-playbook (TARGET is not given).")
-@click.option("--batch", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--batch", type=click.IntRange(1), default=fleet_module.BATCH, show_default=True,
               help="With --fleet: boards updated at once after the first (the canary).")
-@click.option("--max-fail", type=click.IntRange(0, 100), default=0, show_default=True,
+@click.option("--max-fail", type=click.IntRange(0, 100), default=fleet_module.MAX_FAIL_PERCENT, show_default=True,
               help="With --fleet: stop when more than this percent of a batch fails.")
 @user_errors
 def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, fleet, batch, max_fail,
@@ -222,28 +224,26 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
         edge-fashion deploy --fleet boards.ini --batch 10 --max-fail 20
     """
-    from edge_fashion.deploy import releases, transport
+    from edge_fashion.deploy import releases
 
     if fleet is not None:
         return deploy_fleet(bundle_dir, fleet, batch, max_fail, keep)
     if target is None:
         raise click.UsageError("give a TARGET, or --fleet INVENTORY")
-    destination = transport.parse_target(target, **options)
+    destination = transport_module.parse_target(target, **options)
     if list_releases or rollback:
-        with transport.on_board(destination) as call:
+        with transport_module.on_board(destination) as call:
             if rollback:
                 releases.rollback(call, keep, destination.python, str(destination), click.echo)
             click.echo("\n".join(releases.describe(releases.releases(call))))
         return
-    transport.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
+    transport_module.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
 
 
 def deploy_fleet(bundle_dir, inventory, batch, max_fail, keep):
-    from edge_fashion.deploy import fleet
-
-    result = fleet.deploy_fleet(bundle_dir, inventory, batch, max_fail, keep, progress=click.echo)
-    click.echo("\n".join(fleet.summary_lines(result)))
-    fleet.check(result)
+    result = fleet_module.deploy_fleet(bundle_dir, inventory, batch, max_fail, keep, progress=click.echo)
+    click.echo("\n".join(fleet_module.summary_lines(result)))
+    fleet_module.check(result)
 
 
 @cli.command("bench")

@@ -59,7 +59,7 @@ class AgentError(Exception):
 def main(arguments: list[str]) -> None:
     action, directory, rest = arguments[0], arguments[1], arguments[2:]
     try:
-        board = open_folder(directory)
+        board = open_folder(directory, create=action != "releases")
         if action == "releases":
             answer = list_releases(board)
         elif action == "prepare":
@@ -90,11 +90,12 @@ def explain(error: Exception, directory: str) -> str:
     return str(error)
 
 
-def open_folder(directory: str) -> pathlib.Path:
+def open_folder(directory: str, create: bool) -> pathlib.Path:
     folder = pathlib.Path(directory).expanduser()
     if folder.exists() and not folder.is_dir():
         raise AgentError(f"{directory} is a file, not a folder: name a folder to deploy into")
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
