@@ -202,3 +202,23 @@ def test_a_deploy_killed_before_its_switch_leaves_current_whole(board, bundle_a,
     finished = deploy.deploy(bundle_b, board.target())
     assert finished.sent == () and finished.previous == release_of(bundle_a)
     assert_current_is(board, bundle_b)
+
+
+@pytest.mark.parametrize("killed_at", ["while linking", "after the switch"])
+def test_a_migration_killed_half_way_finishes_on_the_next_deploy(board, bundle_a, bundle_b, killed_at):
+    shutil.copytree(bundle_a, board.folder)
+    release = release_of(bundle_a)
+    if killed_at == "while linking":  # A staging folder with part of the bundle in it.
+        staging = board.folder / "releases" / f".migrating-{release}"
+        staging.mkdir(parents=True)
+        os.link(board.folder / "classify.py", staging / "classify.py")
+    else:  # The release made and current, the old files not yet removed.
+        shutil.copytree(bundle_a, board.folder / "releases" / release)
+        (board.folder / "releases" / release / ".release.json").write_text('{"deployed_at": 1.0}')
+        os.symlink(f"releases/{release}", board.folder / "current")
+    deploy.deploy(bundle_b, board.target())
+    assert_current_is(board, bundle_b)
+    assert sorted(path.name for path in board.folder.iterdir()) == ["current", "releases"]
+    assert sorted(path.name for path in (board.folder / "releases").iterdir()) == sorted([release, release_of(bundle_b)])
+    run_cli("deploy", "--rollback", "--python", board.python, *board.cli_target)
+    assert_current_is(board, bundle_a)
