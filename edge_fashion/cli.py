@@ -9,6 +9,8 @@ import click
 
 import edge_fashion
 from edge_fashion import config as config_module
+from edge_fashion.deploy import fleet as fleet_module
+from edge_fashion.deploy import transport as transport_module
 
 # TensorFlow's C++ start-up chatter hides the progress a user wants to see.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -189,7 +191,7 @@ def evaluate(**options):
 
 
 @cli.command("deploy")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
               default=config_module.BuildConfig().out_dir / "device", show_default=True,
               help="The bundle to copy: a build's device/ folder, a run (OUT/runs/NAME), OUT/latest or OUT.")
@@ -198,29 +200,60 @@ def evaluate(**options):
               help="The private key to log in with (ssh -i).")
 @click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
               help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
-@click.option("--python", help="The target's Python [default: python3; --self-test prefers DIR/.venv].")
+@click.option("--python", help="The target's Python [default: python3; the self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
-@click.option("--self-test", is_flag=True, help="Run classify.py --self-test on the board and report it.")
+@click.option("--self-test", is_flag=True, hidden=True, help="Kept for old scripts: every deploy runs it now.")
+@click.option("--rollback", is_flag=True, help="Switch the board back to the release deployed before the current one.")
+@click.option("--list", "list_releases", is_flag=True, help="List the board's releases, the current one starred.")
+@click.option("--keep", type=click.IntRange(1), default=transport_module.KEEP_RELEASES, show_default=True,
+              help="Releases kept on the board (the current one always).")
+@click.option("--fleet", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="An Ansible inventory: deploy to all its boards with ansible-playbook (TARGET is not given).")
+@click.option("--batch", type=click.IntRange(1), default=fleet_module.BATCH, show_default=True,
+              help="With --fleet: boards updated at once after the first (the canary).")
+@click.option("--max-fail", type=click.IntRange(0, 100), default=fleet_module.MAX_FAIL_PERCENT, show_default=True,
+              help="With --fleet: stop when more than this percent of a batch fails.")
 @user_errors
-def deploy_command(target, bundle_dir, install, self_test, **options):
-    """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, and verify it there.
+def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, fleet, batch, max_fail,
+                   **options):
+    """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, verify it, test it, switch to it.
 
-    Only files whose sha256 differs on the target travel. Each lands under a temporary name and
-    all are renamed into place at the end, so an interrupted deploy leaves the old bundle whole.
-    Then every file's sha256 is read back from the target.
+    Each bundle goes to its own folder, DIR/releases/<sha>/; only files the board does not hold yet
+    travel, every file's sha256 is read back, and classify.py --self-test runs there. Only when it
+    passes does DIR/current (a symlink, swapped in one rename) move to it, and edge-fashion.service,
+    if installed, restart. An interrupted or failed deploy leaves current as it was.
 
     \b
     Examples:
-        edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
+        edge-fashion deploy pi@raspberrypi.local:fashion --install
+        edge-fashion deploy pi@raspberrypi.local:fashion --list
+        edge-fashion deploy pi@raspberrypi.local:fashion --rollback
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
+        edge-fashion deploy --fleet boards.ini --batch 10 --max-fail 20
     """
     from edge_fashion.build import runs
-    from edge_fashion.deploy import transport
+    from edge_fashion.deploy import releases
 
-    destination = transport.parse_target(target, **options)
     bundle_dir = runs.bundle_folder(bundle_dir)
-    transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+    if fleet is not None:
+        return deploy_fleet(bundle_dir, fleet, batch, max_fail, keep)
+    if target is None:
+        raise click.UsageError("give a TARGET, or --fleet INVENTORY")
+    destination = transport_module.parse_target(target, **options)
+    if list_releases or rollback:
+        with transport_module.on_board(destination) as call:
+            if rollback:
+                releases.rollback(call, keep, destination.python, str(destination), click.echo)
+            click.echo("\n".join(releases.describe(releases.releases(call))))
+        return
+    transport_module.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
+
+
+def deploy_fleet(bundle_dir, inventory, batch, max_fail, keep):
+    result = fleet_module.deploy_fleet(bundle_dir, inventory, batch, max_fail, keep, progress=click.echo)
+    click.echo("\n".join(fleet_module.summary_lines(result)))
+    fleet_module.check(result)
 
 
 @cli.command("runs")

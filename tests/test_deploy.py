@@ -1,4 +1,8 @@
-"""`edge-fashion deploy`: into a local folder and, through a real OpenSSH server, into this machine."""
+"""`edge-fashion deploy`: into a local folder and, through a real OpenSSH server, into this machine.
+
+Every deploy runs the bundle's self-test on the target, so the targets' python is the board-like
+venv (`device_python`). The release layout itself (rollback, migration, kills) is tested in
+test_releases.py."""
 
 import json
 import os
@@ -14,6 +18,7 @@ import pytest
 
 import sshd
 from conftest import run_cli
+from edge_fashion.deploy import releases
 from edge_fashion.deploy import transport as deploy
 
 MODEL = "model_int8.tflite"
@@ -42,10 +47,11 @@ def over_ssh(server: sshd.SshServer, directory: pathlib.Path, **options) -> depl
     return deploy.parse_target(f"{sshd.HOST_ALIAS}:{directory}", ssh_config=server.config, **options)
 
 
-def assert_same_files(bundle_dir: pathlib.Path, directory: pathlib.Path) -> None:
+def assert_same_files(bundle_dir: pathlib.Path, board: pathlib.Path) -> None:
+    """The board's current release holds exactly the bundle's bytes, and no partial file is left."""
     for name in deploy.bundle_file_names(bundle_dir):
-        assert (directory / name).read_bytes() == (bundle_dir / name).read_bytes(), name
-    assert not list(directory.rglob(".*.partial-*"))
+        assert (board / "current" / name).read_bytes() == (bundle_dir / name).read_bytes(), name
+    assert not list(board.rglob(".*.partial-*"))
 
 
 def bundle_with_model(bundle_dir: pathlib.Path, folder: pathlib.Path, model: bytes) -> pathlib.Path:
@@ -82,13 +88,14 @@ def test_a_target_without_a_folder_is_refused():
         deploy.parse_target("pi@raspberrypi.local:")
 
 
-def test_local_deploy_then_redeploy_sends_nothing(bundle_dir, tmp_path):
+def test_local_deploy_then_redeploy_sends_nothing(bundle_dir, tmp_path, device_python):
     card = tmp_path / "card" / "fashion"
-    first = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
+    local = deploy.parse_target(str(card), python=str(device_python))
+    first = deploy.deploy(bundle_dir, local)
     assert set(first.sent) == set(deploy.bundle_file_names(bundle_dir))
     assert first.sent[-1] == "manifest.json"
     assert_same_files(bundle_dir, card)
-    again = deploy.deploy(bundle_dir, deploy.parse_target(str(card)))
+    again = deploy.deploy(bundle_dir, local)
     assert (again.sent, again.bytes_sent, again.verified) == ((), 0, len(first.sent))
 
 
@@ -106,61 +113,67 @@ def test_install_needs_a_board(bundle_dir, tmp_path):
         deploy.deploy(bundle_dir, deploy.parse_target(str(tmp_path / "card")), install=True)
 
 
-def test_deploy_over_ssh_redeploy_and_repair(ssh_server, bundle_dir, tmp_path):
+def test_deploy_over_ssh_redeploy_and_repair(ssh_server, bundle_dir, tmp_path, device_python):
     board = tmp_path / "board"
     result = run_cli("deploy", "--bundle", str(bundle_dir), "--ssh-config", str(ssh_server.config),
-                     f"{sshd.HOST_ALIAS}:{board}")
+                     "--python", str(device_python), f"{sshd.HOST_ALIAS}:{board}")
     count = len(deploy.bundle_file_names(bundle_dir))
     assert f"sending {MODEL}" in result.output
     assert f"{count} sent" in result.output and f"{count} verified by sha256" in result.output
     assert_same_files(bundle_dir, board)
 
-    again = deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
+    again = deploy.deploy(bundle_dir, over_ssh(ssh_server, board, python=str(device_python)))
     assert (again.sent, again.bytes_sent, again.verified) == ((), 0, count)
 
-    flip_byte(board / MODEL)
-    with (board / "labels.txt").open("a") as labels:
+    flip_byte(board / "current" / MODEL)
+    with (board / "current" / "labels.txt").open("a") as labels:
         labels.write("Sock\n")
-    repaired = deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
+    repaired = deploy.deploy(bundle_dir, over_ssh(ssh_server, board, python=str(device_python)))
     assert sorted(repaired.sent) == ["labels.txt", MODEL]
     assert_same_files(bundle_dir, board)
 
 
-def test_port_and_identity_options(ssh_server, bundle_dir, tmp_path):
+def test_port_and_identity_options(ssh_server, bundle_dir, tmp_path, device_python):
     # No alias here: user, port and key come from the options, host keys from the config.
     target = deploy.parse_target(f"{ssh_server.user}@127.0.0.1:{tmp_path / 'board'}", port=ssh_server.port,
-                                 identity=ssh_server.identity, ssh_config=ssh_server.config)
+                                 identity=ssh_server.identity, ssh_config=ssh_server.config,
+                                 python=str(device_python))
     assert len(deploy.deploy(bundle_dir, target).sent) == len(deploy.bundle_file_names(bundle_dir))
 
 
-def test_a_killed_deploy_leaves_the_old_model_whole(ssh_server, bundle_dir, tmp_path):
+def test_a_killed_deploy_leaves_the_current_release_whole(ssh_server, bundle_dir, tmp_path, device_python):
     board = tmp_path / "board"
-    deploy.deploy(bundle_dir, over_ssh(ssh_server, board))
-    old_files = {name: (board / name).read_bytes() for name in deploy.bundle_file_names(board)}
-    # A 4 MB model over a 2 MB/s link: the deploy is killed once 1 MB of it has landed.
-    big_bundle = bundle_with_model(bundle_dir, tmp_path / "big", os.urandom(4_000_000))
-    command = [sys.executable, "-m", "edge_fashion", "deploy", "--bundle", str(big_bundle),
-               "--ssh-config", str(ssh_server.config), f"{sshd.SLOW_HOST_ALIAS}:{board}"]
+    deploy.deploy(bundle_dir, over_ssh(ssh_server, board, python=str(device_python)))
+    old_release = os.readlink(board / "current")
+    # A 4 MB extra file over a 2 MB/s link: the deploy is killed once 1 MB of it has landed.
+    big_bundle = tmp_path / "big"
+    shutil.copytree(bundle_dir, big_bundle)
+    (big_bundle / "padding.bin").write_bytes(os.urandom(4_000_000))
+    command = [sys.executable, "-m", "edge_fashion", "deploy", "--bundle", str(big_bundle), "--python",
+               str(device_python), "--ssh-config", str(ssh_server.config), f"{sshd.SLOW_HOST_ALIAS}:{board}"]
     with tempfile.TemporaryDirectory() as temporary:  # Takes what SIGKILL leaves in $TMPDIR.
         process = subprocess.Popen(command, start_new_session=True, env={**os.environ, "TMPDIR": temporary},
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_for_partial(board, f".{MODEL}.partial-*", 1_000_000, process)
+            wait_for_partial(board, ".padding.bin.partial-*", 1_000_000, process)
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     assert process.returncode == -signal.SIGKILL
-    assert {name: (board / name).read_bytes() for name in deploy.bundle_file_names(board)} == old_files
-    wait_until(lambda: not list(board.glob(".*.partial-*")), "the agent removes its partial files")
+    assert os.readlink(board / "current") == old_release
+    wait_until(lambda: not list(board.rglob(".*.partial-*")), "the agent removes its partial files")
+    assert_same_files(bundle_dir, board)
+    passed = subprocess.run([str(device_python), "classify.py", "--self-test"], cwd=board / "current")
+    assert passed.returncode == 0
 
-    finished = deploy.deploy(big_bundle, over_ssh(ssh_server, board))
-    assert sorted(finished.sent) == ["manifest.json", MODEL]
+    finished = deploy.deploy(big_bundle, over_ssh(ssh_server, board, python=str(device_python)))
+    assert finished.sent == ("padding.bin",)
     assert_same_files(big_bundle, board)
 
 
 def wait_for_partial(board: pathlib.Path, pattern: str, size: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
-    while not any(partial.stat().st_size >= size for partial in board.glob(pattern)):
+    while not any(partial.stat().st_size >= size for partial in board.rglob(pattern)):
         assert process.poll() is None, process.stdout.read().decode()
         assert time.monotonic() < deadline, f"no {pattern} of {size} bytes within 30 s"
         time.sleep(0.01)
@@ -173,13 +186,14 @@ def wait_until(condition, what: str, seconds: float = 10) -> None:
         time.sleep(0.05)
 
 
-def test_install_makes_a_venv_with_system_site_packages(ssh_server, bundle_dir, tmp_path):
+def test_install_makes_a_venv_with_system_site_packages(ssh_server, bundle_dir, tmp_path, device_python):
     # Nothing to download: the real requirements.txt is tested where the device venv is made.
     offline = tmp_path / "offline"
     shutil.copytree(bundle_dir, offline)
     (offline / "requirements.txt").write_text("# Nothing to install in this test.\n")
     board = tmp_path / "board"
-    deploy.deploy(offline, over_ssh(ssh_server, board, python="/usr/bin/python3"), install=True)
+    # The venv is made by the board-like python, which also runs the self-test (--python wins over DIR/.venv).
+    deploy.deploy(offline, over_ssh(ssh_server, board, python=str(device_python)), install=True)
     assert (board / ".venv" / "bin" / "python").exists()
     assert "include-system-site-packages = true" in (board / ".venv" / "pyvenv.cfg").read_text()
 
@@ -187,11 +201,11 @@ def test_install_makes_a_venv_with_system_site_packages(ssh_server, bundle_dir, 
 def test_self_test_over_ssh(ssh_server, bundle_dir, tmp_path, device_python):
     board = tmp_path / "board"
     target = over_ssh(ssh_server, board, python=str(device_python))
-    result = deploy.deploy(bundle_dir, target, self_test=True)
+    result = deploy.deploy(bundle_dir, target)
     assert "PASS" in result.self_test_output
-    flip_byte(board / MODEL)
-    with pytest.raises(deploy.DeployError, match="self-test FAILED"):
-        deploy.run_self_test(target, progress=lambda line: None)
+    flip_byte(board / "current" / MODEL)
+    with deploy.on_board(target) as call, pytest.raises(releases.ReleaseError, match="self-test FAILED"):
+        releases.self_test(call, result.release, target.python, str(target), progress=lambda line: None)
 
 
 @pytest.fixture
@@ -212,8 +226,8 @@ def test_no_space_left(ssh_server, bundle_dir, tiny_disk):
         with pytest.raises(deploy.DeployError, match="no space left on the device that holds") as error:
             deploy.deploy(bundle_dir, target)
         assert "\n" not in str(error.value)
-    assert not list(tiny_disk.glob("*/.*.partial-*"))
-    assert not (tiny_disk / "fashion" / MODEL).exists()
+    assert not list(tiny_disk.rglob(".*.partial-*"))
+    assert not list(tiny_disk.rglob(MODEL))
 
 
 @pytest.mark.parametrize("case, expected", [

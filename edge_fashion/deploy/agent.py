@@ -3,15 +3,24 @@
 The host never installs it: for each call it starts the board's python3 with
 `python3 -c 'import sys; exec(sys.stdin.buffer.read(SIZE))' ACTION DIR [ARGUMENT...]` (over ssh,
 or locally for a folder target) and writes this file's source, then the call's data, to its
-stdin. So it imports only the standard library and runs on Python 3.7 or newer. Actions:
+stdin; the fleet playbook copies it to the board and runs it as a script. So it imports only the
+standard library and runs on Python 3.7 or newer. DIR holds one folder per bundle,
+DIR/releases/<RELEASE>/, and DIR/current, a symlink to the release in use. Actions:
 
-    list DIR NAME...   make DIR if needed; answer the sha256 of each NAME in it (null if absent)
-    receive DIR        read a JSON header line [{name, size, sha256}] and then the files' bytes;
+    prepare DIR RELEASE   read JSON {name: sha256}; move a bundle of the old layout (files
+                       directly in DIR) into a release; make DIR/releases/RELEASE and link into
+                       it the files other releases already hold; answer each name's sha256 there
+    receive DIR RELEASE   read a JSON header line [{name, size, sha256}] and then the files' bytes;
                        write each to a temporary name, fsync and check it, then rename all
-    install DIR        python3 -m venv --system-site-packages DIR/.venv; pip install -r
-                       DIR/requirements.txt into it
-    self-test DIR [PYTHON]   run DIR/classify.py --self-test with PYTHON if given, else
-                       DIR/.venv/bin/python if present, else the python running this
+    verify DIR RELEASE NAME...   answer the sha256 of each NAME in the release (null if absent)
+    install DIR RELEASE   python3 -m venv --system-site-packages DIR/.venv; pip install -r
+                       the release's requirements.txt into it
+    self-test DIR RELEASE [PYTHON]   run the release's classify.py --self-test with PYTHON if
+                       given, else DIR/.venv/bin/python if present, else the python running this
+    switch DIR RELEASE KEEP deploy|rollback   point DIR/current at the release (a symlink
+                       renamed over the old one), restart edge-fashion.service if installed, keep
+                       the KEEP newest releases
+    releases DIR       answer the releases, their deploy time and model sha256, and the current one
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -24,13 +33,23 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import time
 import typing
 
 ERROR_EXIT = 3
 ERROR_PREFIX = "edge-fashion deploy: "
 BLOCK_BYTES = 1 << 20  # Reads and writes go in blocks of 1 MiB; a Pi Zero has 512 MB.
+RELEASES, CURRENT, METADATA = "releases", "current", ".release.json"
+RELEASE_NAME_LENGTH = 12  # Hex digits of the bundle's sha256 that name its release folder.
+# What a bundle of the old layout held directly in DIR, beside the files its manifest names;
+# anything else there is the user's and stays.
+OLD_LAYOUT_FILES = ("manifest.json", "classify.py", "requirements.txt", "README.md")
+OLD_LAYOUT_PACKAGE = "fashion_board"
+SERVICE = "edge-fashion.service"  # Installed by `edge-fashion deploy --service`, if at all.
+SERVICE_SETTLE_SECONDS = 2.0  # A service that crashes on start is no longer active after this.
 
 
 class AgentError(Exception):
@@ -40,15 +59,21 @@ class AgentError(Exception):
 def main(arguments: list[str]) -> None:
     action, directory, rest = arguments[0], arguments[1], arguments[2:]
     try:
-        folder = open_folder(directory)
-        if action == "list":
-            answer = {"sha256": {name: file_sha256(folder / name) for name in rest}}
+        board = open_folder(directory, create=action != "releases")
+        if action == "releases":
+            answer = list_releases(board)
+        elif action == "prepare":
+            answer = prepare(board, rest[0], json.loads(sys.stdin.buffer.readline()))
         elif action == "receive":
-            answer = {"received": receive(folder, sys.stdin.buffer)}
+            answer = {"received": receive(release_folder(board, rest[0]), sys.stdin.buffer)}
+        elif action == "verify":
+            answer = {"sha256": {name: file_sha256(bundle_path(release_folder(board, rest[0]), name)) for name in rest[1:]}}
         elif action == "install":
-            answer = {"output": install(folder)}
+            answer = {"output": install(board, release_folder(board, rest[0]))}
         elif action == "self-test":
-            answer = self_test(folder, rest[0] if rest else None)
+            answer = self_test(board, release_folder(board, rest[0]), rest[1] if len(rest) > 1 else None)
+        elif action == "switch":
+            answer = switch(board, rest[0], int(rest[1]), rollback=rest[2] == "rollback")
         else:
             raise AgentError(f"unknown action {action!r}: the host and the agent disagree")
     except (AgentError, OSError) as error:
@@ -65,12 +90,30 @@ def explain(error: Exception, directory: str) -> str:
     return str(error)
 
 
-def open_folder(directory: str) -> pathlib.Path:
+def open_folder(directory: str, create: bool) -> pathlib.Path:
     folder = pathlib.Path(directory).expanduser()
     if folder.exists() and not folder.is_dir():
         raise AgentError(f"{directory} is a file, not a folder: name a folder to deploy into")
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def release_name(sha256_by_name: dict) -> str:
+    """A bundle's release folder name: the start of the sha256 over its files' names and sha256s."""
+    lines = "".join(f"{sha256_by_name[name]}  {name}\n" for name in sorted(sha256_by_name))
+    return hashlib.sha256(lines.encode()).hexdigest()[:RELEASE_NAME_LENGTH]
+
+
+def release_folder(board: pathlib.Path, release: str) -> pathlib.Path:
+    if not release or release.startswith(".") or "/" in release:
+        raise AgentError(f"refusing the release name {release!r}")
+    return board / RELEASES / release
+
+
+def current_release(board: pathlib.Path) -> str | None:
+    link = board / CURRENT
+    return os.path.basename(os.readlink(str(link))) if link.is_symlink() else None
 
 
 def file_sha256(path: pathlib.Path) -> str | None:
@@ -81,6 +124,109 @@ def file_sha256(path: pathlib.Path) -> str | None:
         for block in iter(lambda: stream.read(BLOCK_BYTES), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def bundle_path(folder: pathlib.Path, name: str) -> pathlib.Path:
+    """folder/name for a relative name such as 'fashion_board/runtimes.py'; never a path outside folder."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise AgentError(f"refusing the file name {name!r}: not a plain path inside {folder}")
+    return folder.joinpath(*parts)
+
+
+def prepare(board: pathlib.Path, release: str, wanted: dict) -> dict:
+    """Make the release folder and fill it with what the board already holds; answer what is there."""
+    migrated = migrate_old_layout(board)
+    folder = release_folder(board, release)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sha256 in wanted.items():
+        target = bundle_path(folder, name)
+        if file_sha256(target) != sha256:
+            source = find_copy(board, name, sha256, folder)
+            if source is not None:
+                link_or_copy(source, target)
+    found = {name: file_sha256(bundle_path(folder, name)) for name in wanted}
+    return {"sha256": found, "missing": [name for name in wanted if found[name] != wanted[name]],
+            "current": current_release(board), "migrated": migrated}
+
+
+def find_copy(board: pathlib.Path, name: str, sha256: str, exclude: pathlib.Path) -> pathlib.Path | None:
+    # Only files whose sha256 matches travel no further than a hard link: nothing is trusted by name.
+    folders = sorted((board / RELEASES).iterdir(), key=lambda path: path.name != current_release(board))
+    for folder in folders:
+        candidate = bundle_path(folder, name)
+        if folder != exclude and not folder.name.startswith(".") and file_sha256(candidate) == sha256:
+            return candidate
+    return None
+
+
+def link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
+    """A hard link (no bytes copied), or a copy where the file system has none (FAT); renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    if partial.exists():
+        partial.unlink()
+    try:
+        os.link(str(source), str(partial))
+    except OSError:
+        shutil.copy2(str(source), str(partial))
+    os.replace(str(partial), str(target))
+
+
+def migrate_old_layout(board: pathlib.Path) -> str | None:
+    """A bundle deployed before releases (files directly in DIR) becomes a release, current if none
+    is. Each step can be repeated, so a migration killed half way finishes on the next deploy."""
+    manifest = board / "manifest.json"
+    if not manifest.is_file() or manifest.is_symlink():
+        return None
+    try:
+        described = json.loads(manifest.read_text())
+        named = [described["model"]["file"], described["labels_file"]]
+    except (ValueError, KeyError, TypeError):
+        raise AgentError(f"{manifest} is not a bundle manifest: move it away, then deploy again") from None
+    names = [name for name in (*OLD_LAYOUT_FILES, *named) if bundle_path(board, name).is_file()]
+    package = board / OLD_LAYOUT_PACKAGE
+    if package.is_dir():
+        names += [path.relative_to(board).as_posix() for path in sorted(package.rglob("*.py"))]
+    release = release_name({name: file_sha256(board / name) for name in names})
+    folder = release_folder(board, release)
+    if not folder.is_dir():
+        staging = board / RELEASES / f".migrating-{release}"
+        shutil.rmtree(str(staging), ignore_errors=True)
+        for name in names:
+            link_or_copy(board / name, bundle_path(staging, name))
+        write_metadata(staging, manifest.stat().st_mtime)
+        os.rename(str(staging), str(folder))
+    if not os.path.lexists(str(board / CURRENT)):
+        point_current(board, release)
+    for name in names:
+        (board / name).unlink()
+    shutil.rmtree(str(package), ignore_errors=True)
+    return release
+
+
+def write_metadata(folder: pathlib.Path, deployed_at: float) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    metadata = {"deployed_at": deployed_at, "model_sha256": manifest.get("model", {}).get("sha256")}
+    partial = folder / f"{METADATA}.partial-{os.getpid()}"
+    partial.write_text(json.dumps(metadata))
+    os.replace(str(partial), str(folder / METADATA))
+
+
+def read_metadata(folder: pathlib.Path) -> dict:
+    try:
+        return json.loads((folder / METADATA).read_text())
+    except (OSError, ValueError):
+        return {}  # Never switched to: a deploy that failed its checks, or was stopped.
+
+
+def list_releases(board: pathlib.Path) -> dict:
+    folder = board / RELEASES
+    names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")) \
+        if folder.is_dir() else []
+    releases = [dict(read_metadata(folder / name), name=name) for name in names]
+    releases.sort(key=lambda release: release.get("deployed_at") or 0)
+    return {"current": current_release(board), "releases": releases}
 
 
 def receive(folder: pathlib.Path, stream: typing.BinaryIO) -> list[str]:
@@ -105,14 +251,6 @@ def receive(folder: pathlib.Path, stream: typing.BinaryIO) -> list[str]:
             if partial.exists():
                 partial.unlink()
     return [entry["name"] for entry in header]
-
-
-def bundle_path(folder: pathlib.Path, name: str) -> pathlib.Path:
-    """folder/name for a relative name such as 'fashion_board/runtimes.py'; never a path outside folder."""
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise AgentError(f"refusing the file name {name!r}: not a plain path inside {folder}")
-    return folder.joinpath(*parts)
 
 
 def write_partial(partial: pathlib.Path, entry: dict, stream: typing.BinaryIO) -> None:
@@ -142,7 +280,7 @@ def fsync_folder(folder: pathlib.Path) -> None:
 
 def run_step(command: list[str], what: str) -> str:
     completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace")
+                               universal_newlines=True, errors="replace")
     if completed.returncode == 0:
         return completed.stdout
     if "ensurepip is not available" in completed.stdout or "No module named venv" in completed.stdout:
@@ -151,22 +289,79 @@ def run_step(command: list[str], what: str) -> str:
     raise AgentError(f"{what} failed: {lines[-1] if lines else f'exit status {completed.returncode}'}")
 
 
-def install(folder: pathlib.Path) -> str:
-    venv = folder / ".venv"
+def install(board: pathlib.Path, folder: pathlib.Path) -> str:
+    venv = board / ".venv"
     # --system-site-packages: Debian's numpy, Pillow and python3-picamera2 serve from apt.
     output = run_step([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "python3 -m venv")
     return output + run_step([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
                               "-r", str(folder / "requirements.txt")], "pip install -r requirements.txt")
 
 
-def self_test(folder: pathlib.Path, python: str | None) -> dict:
-    venv_python = folder / ".venv" / "bin" / "python"
+def self_test(board: pathlib.Path, folder: pathlib.Path, python: str | None) -> dict:
+    venv_python = board / ".venv" / "bin" / "python"
     if python is None:
         python = str(venv_python) if venv_python.exists() else sys.executable
-    completed = subprocess.run([python, "classify.py", "--self-test"], cwd=str(folder),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    if not (folder / "classify.py").is_file():
+        raise AgentError(f"{folder} holds no classify.py: deploy the bundle again")
+    completed = subprocess.run([python, "classify.py", "--self-test"], cwd=str(folder), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True, errors="replace")
     return {"passed": completed.returncode == 0, "status": completed.returncode,
             "python": python, "output": completed.stdout}
+
+
+def point_current(board: pathlib.Path, release: str) -> None:
+    """DIR/current -> releases/RELEASE in one rename: a reader sees the old release or the new, never neither."""
+    temporary = board / f".{CURRENT}-{os.getpid()}"
+    if os.path.lexists(str(temporary)):
+        temporary.unlink()
+    os.symlink(os.path.join(RELEASES, release), str(temporary))
+    os.replace(str(temporary), str(board / CURRENT))
+    fsync_folder(board)
+
+
+def switch(board: pathlib.Path, release: str, keep: int, rollback: bool) -> dict:
+    """Make the release current (a deploy also stamps it as the newest), restart the service, prune."""
+    folder, old = release_folder(board, release), current_release(board)
+    if not (folder / "manifest.json").is_file():
+        raise AgentError(f"no release {release} in {board / RELEASES}")
+    if not rollback or not read_metadata(folder):
+        write_metadata(folder, time.time())
+    service = "unchanged"
+    if old != release:
+        point_current(board, release)
+        service = restart_service(board, old)
+    return {"old": old, "new": release, "service": service, "pruned": prune(board, keep)}
+
+
+def restart_service(board: pathlib.Path, old: str | None) -> str:
+    """Restart edge-fashion.service when it is installed; if it does not come up, go back to `old`.
+    A check of the service's /healthz would go here, after is-active."""
+    systemctl = shutil.which("systemctl")
+    scope = [] if os.geteuid() == 0 else ["--user"]
+    if systemctl is None or subprocess.run([systemctl, *scope, "cat", SERVICE], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL).returncode != 0:
+        return "no service"
+    subprocess.run([systemctl, *scope, "restart", SERVICE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(SERVICE_SETTLE_SECONDS)
+    if subprocess.run([systemctl, *scope, "is-active", "--quiet", SERVICE]).returncode == 0:
+        return "restarted"
+    if old is not None:
+        point_current(board, old)
+        subprocess.run([systemctl, *scope, "restart", SERVICE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    raise AgentError(f"{SERVICE} is not active after the switch; switched back to {old}")
+
+
+def prune(board: pathlib.Path, keep: int) -> list[str]:
+    """Remove all but the `keep` most recently deployed releases; never the current one."""
+    releases = list_releases(board)
+    names = [release["name"] for release in releases["releases"]]
+    doomed = [name for name in names[:max(0, len(names) - keep)] if name != releases["current"]]
+    for name in doomed:
+        # Renamed first, so a half-removed release never looks like one.
+        trash = board / RELEASES / f".removing-{name}"
+        os.rename(str(board / RELEASES / name), str(trash))
+        shutil.rmtree(str(trash), ignore_errors=True)
+    return doomed
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Copy a device bundle to a board over SSH, or to a local folder, and verify it there.
 
-`deploy()` reads the bundle and refuses a model that fails its manifest's sha256, then asks the
-target for the sha256 of each file, sends only those that differ, and reads every sha256 back.
+`deploy()` reads the bundle and refuses a model that fails its manifest's sha256, then has the
+target make the bundle's release folder, DIR/releases/<name>/, from the files it already holds,
+sends only those that differ, reads every sha256 back, runs the self-test there and only then
+switches DIR/current to it (releases.py).
 On the target the work is done by `agent.py` (edge_fashion/deploy/agent.py), which the board's python3 runs from stdin
 (nothing is installed there), through `ssh` so that ~/.ssh/config applies, or locally for a
 mounted SD card. One ssh connection (ControlMaster) serves all of a deploy's calls.
@@ -11,6 +13,7 @@ Usage: edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -24,10 +27,12 @@ import time
 import typing
 
 from edge_fashion.deploy import agent as deploy_agent
+from edge_fashion.deploy import releases
 
 CONNECT_TIMEOUT_SECONDS = 10  # How long ssh waits for the board to answer at all.
 CALL_TIMEOUT_SECONDS = 600  # The longest one agent call may take (pip on a Pi Zero is slow).
 MANIFEST = "manifest.json"
+KEEP_RELEASES = 3  # Releases a board keeps (the current one always): room to roll back twice.
 REMOTE_TARGET = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<directory>.*)$")
 
 
@@ -56,7 +61,9 @@ class DeployResult:
     verified: int  # Files whose sha256 was read back from the target after the copy.
     bytes_sent: int
     seconds: float
-    self_test_output: str | None = None  # What classify.py --self-test printed, when run.
+    self_test_output: str | None = None  # What classify.py --self-test printed in the new release.
+    release: str | None = None  # The release folder's name on the target: DIR/releases/<release>/.
+    previous: str | None = None  # The release that was current before; None on a first deploy.
 
 
 def parse_target(text: str, **options: typing.Any) -> Target:
@@ -75,42 +82,55 @@ def deploy(
     bundle_dir: pathlib.Path,
     target: Target,
     install: bool = False,
-    self_test: bool = False,
+    keep: int = KEEP_RELEASES,
     progress: typing.Callable[[str], None] = lambda line: None,
 ) -> DeployResult:
-    """Copy the changed files of the bundle to the target, verify all of them there, then
-    optionally make the device venv and run the self-test; progress gets one line per step."""
+    """Copy the bundle into its own release folder on the target, verify every file there, make the
+    device venv if asked, run the self-test there, and only then switch DIR/current to it."""
     started = time.monotonic()
     files = read_bundle(pathlib.Path(bundle_dir))
-    with shared_connection(target) as connected:
-        result = copy_and_verify(files, connected, progress)
-        if install:
-            install_requirements(connected, progress)
-        output = run_self_test(connected, progress) if self_test else None
-    return dataclasses.replace(result, seconds=time.monotonic() - started, self_test_output=output)
-
-
-def copy_and_verify(files: dict[str, bytes], target: Target, progress: typing.Callable[[str], None]) -> DeployResult:
-    started = time.monotonic()
     wanted = {name: sha256_bytes(data) for name, data in files.items()}
-    found = call_agent(target, "list", list(files))["sha256"]
+    release = deploy_agent.release_name(wanted)
+    with shared_connection(target) as connected:
+        call = functools.partial(call_agent, connected)
+        prepared = releases.prepare(call, release, wanted, progress)
+        result = copy_and_verify(files, wanted, prepared["sha256"], release, connected, progress)
+        if install:
+            install_requirements(connected, release, progress)
+        output = releases.self_test(call, release, connected.python, str(connected), progress)
+        releases.switch(call, release, keep, progress)
+    return dataclasses.replace(result, seconds=time.monotonic() - started, self_test_output=output,
+                               release=release, previous=prepared["current"])
+
+
+def copy_and_verify(files: dict[str, bytes], wanted: dict[str, str], found: dict[str, str | None], release: str,
+                    target: Target, progress: typing.Callable[[str], None]) -> DeployResult:
+    """Send the files the release folder lacks (found: their sha256 there now), then read all back."""
+    started = time.monotonic()
     sent = tuple(name for name in files if found.get(name) != wanted[name])
     if sent:
         for name in sent:
             progress(f"sending {name} ({len(files[name]):,} bytes)")
         header = [{"name": name, "size": len(files[name]), "sha256": wanted[name]} for name in sent]
         payload = json.dumps(header).encode() + b"\n" + b"".join(files[name] for name in sent)
-        call_agent(target, "receive", [], payload)
-        found = call_agent(target, "list", list(files))["sha256"]
+        call_agent(target, "receive", [release], payload)
+    found = call_agent(target, "verify", [release, *files])["sha256"]
     wrong = [name for name in files if found.get(name) != wanted[name]]
     if wrong:
         raise DeployError(f"{target}: sha256 differs after copying {', '.join(wrong)}")
     bytes_sent = sum(len(files[name]) for name in sent)
     seconds = time.monotonic() - started
     progress(f"{len(sent)} sent ({bytes_sent:,} bytes), {len(files) - len(sent)} unchanged, "
-             f"{len(files)} verified by sha256 on {target} in {seconds:.1f} s")
+             f"{len(files)} verified by sha256 in releases/{release}/ on {target} in {seconds:.1f} s")
     unchanged = tuple(name for name in files if name not in sent)
     return DeployResult(sent, unchanged, len(files), bytes_sent, seconds)
+
+
+@contextlib.contextmanager
+def on_board(target: Target) -> typing.Iterator[typing.Callable[..., dict]]:
+    """`with on_board(target) as call:` call(action, arguments) runs one agent action, all over one connection."""
+    with shared_connection(target) as connected:
+        yield functools.partial(call_agent, connected)
 
 
 def bundle_file_names(bundle_dir: pathlib.Path) -> list[str]:
@@ -145,22 +165,12 @@ def read_bundle(bundle_dir: pathlib.Path) -> dict[str, bytes]:
     return {**files, MANIFEST: manifest_path.read_bytes()}
 
 
-def install_requirements(target: Target, progress: typing.Callable[[str], None]) -> None:
+def install_requirements(target: Target, release: str, progress: typing.Callable[[str], None]) -> None:
     if target.host is None:
         raise DeployError("--install needs an ssh target: the venv must be made on the board itself")
     progress(f"making {target.directory}/.venv and installing requirements.txt on {target.host}")
-    output = call_agent(target, "install", [])["output"]
+    output = call_agent(target, "install", [release])["output"]
     progress(output.strip().splitlines()[-1] if output.strip() else "installed")
-
-
-def run_self_test(target: Target, progress: typing.Callable[[str], None]) -> str:
-    """Run classify.py --self-test on the target; raise DeployError when it does not pass."""
-    answer = call_agent(target, "self-test", [target.python] if target.python else [])
-    progress(f"self-test on {target} with {answer['python']}:")
-    progress(answer["output"].rstrip())
-    if not answer["passed"]:
-        raise DeployError(f"self-test FAILED on {target} (exit status {answer['status']})")
-    return answer["output"]
 
 
 def sha256_bytes(data: bytes) -> str:
