@@ -193,9 +193,14 @@ def evaluate(**options):
 @click.option("--python", help="The target's Python [default: python3; --self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
-@click.option("--self-test", is_flag=True, help="Run classify.py --self-test on the board and report it.")
+@click.option("--self-test", is_flag=True,
+              help="Run classify.py --self-test on the board and report it (with --service: also /healthz).")
+@click.option("--service", is_flag=True,
+              help="Install and start edge-fashion.service: classify.py --serve --camera, at boot, restarted on failure.")
+@click.option("--service-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="The port of the service's live page.")
 @user_errors
-def deploy_command(target, bundle_dir, install, self_test, **options):
+def deploy_command(target, bundle_dir, install, self_test, service, service_port, **options):
     """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, and verify it there.
 
     Only files whose sha256 differs on the target travel. Each lands under a temporary name and
@@ -206,11 +211,17 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
     Examples:
         edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
+        edge-fashion deploy pi@raspberrypi.local:fashion --install --service --self-test
     """
+    from edge_fashion.deploy import service as service_module
     from edge_fashion.deploy import transport
 
     destination = transport.parse_target(target, **options)
     transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+    if service:
+        service_module.install(destination, service_port, click.echo)
+        if self_test:
+            service_module.check_health(destination, service_port, click.echo)
 
 
 @cli.command("bench")

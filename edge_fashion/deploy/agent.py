@@ -12,6 +12,10 @@ stdin. So it imports only the standard library and runs on Python 3.7 or newer. 
                        DIR/requirements.txt into it
     self-test DIR [PYTHON]   run DIR/classify.py --self-test with PYTHON if given, else
                        DIR/.venv/bin/python if present, else the python running this
+    service DIR        read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
+                       DIR and the scope (a system unit as root, else a user unit with lingering),
+                       make DIR/serve-token if missing, enable and restart edge-fashion.service
+    health DIR PORT SECONDS  ask http://127.0.0.1:PORT/healthz (with the token) until it answers 200
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -24,13 +28,22 @@ import hashlib
 import json
 import os
 import pathlib
+import re
+import secrets
+import shutil
 import subprocess
 import sys
+import time
 import typing
+import urllib.error
+import urllib.request
 
 ERROR_EXIT = 3
 ERROR_PREFIX = "edge-fashion deploy: "
 BLOCK_BYTES = 1 << 20  # Reads and writes go in blocks of 1 MiB; a Pi Zero has 512 MB.
+UNIT_NAME = "edge-fashion.service"
+TOKEN_FILE = "serve-token"
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")  # Goes into a unit's shell line unquoted: nothing special.
 
 
 class AgentError(Exception):
@@ -49,6 +62,10 @@ def main(arguments: list[str]) -> None:
             answer = {"output": install(folder)}
         elif action == "self-test":
             answer = self_test(folder, rest[0] if rest else None)
+        elif action == "service":
+            answer = install_service(folder, sys.stdin.buffer.read().decode())
+        elif action == "health":
+            answer = service_health(folder, int(rest[0]), float(rest[1]))
         else:
             raise AgentError(f"unknown action {action!r}: the host and the agent disagree")
     except (AgentError, OSError) as error:
@@ -167,6 +184,75 @@ def self_test(folder: pathlib.Path, python: str | None) -> dict:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     return {"passed": completed.returncode == 0, "status": completed.returncode,
             "python": python, "output": completed.stdout}
+
+
+def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
+    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+    directory = str(folder.resolve())
+    if not SAFE_PATH.match(directory):
+        raise AgentError(f"{directory}: a service needs a folder path of letters, digits and ._+-/ only")
+    return template.replace("@DIRECTORY@", directory).replace(
+        "@WANTED_BY@", "multi-user.target" if system else "default.target")
+
+
+def systemctl(system: bool) -> list[str]:
+    if shutil.which("systemctl") is None or not os.path.isdir("/run/systemd/system"):
+        raise AgentError("systemd is not running on this machine: --service needs a board booted with systemd")
+    return ["systemctl"] if system else ["systemctl", "--user"]
+
+
+def make_token(folder: pathlib.Path) -> str:
+    """The service's token in DIR/serve-token (mode 0600), made once and kept across deploys."""
+    path = folder / TOKEN_FILE
+    if not path.exists():
+        descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as output:
+            output.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def install_service(folder: pathlib.Path, template: str) -> dict:
+    system = os.geteuid() == 0
+    command = systemctl(system)
+    unit_dir = pathlib.Path("/etc/systemd/system") if system else pathlib.Path.home() / ".config/systemd/user"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    unit = unit_dir / UNIT_NAME
+    partial = unit.with_name(f".{UNIT_NAME}.partial-{os.getpid()}")
+    partial.write_text(fill_unit(template, folder, system))
+    os.replace(str(partial), str(unit))
+    token = make_token(folder)
+    for step in (["daemon-reload"], ["enable", UNIT_NAME], ["restart", UNIT_NAME]):
+        run_step(command + step, " ".join(["systemctl", *command[1:], *step]))
+    warning = ""
+    if not system:  # Without lingering a user's units start at their login, not at boot.
+        lingering = subprocess.run(["loginctl", "enable-linger", os.environ.get("USER", "")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if lingering.returncode != 0:
+            warning = f"loginctl enable-linger failed, so it starts at login, not at boot: {lingering.stdout.strip()}"
+    active = subprocess.run(command + ["is-active", "--quiet", UNIT_NAME]).returncode == 0
+    return {"unit": str(unit), "scope": "system" if system else "user", "token": token, "active": active,
+            "warning": warning, "journal": journal_command(system)}
+
+
+def journal_command(system: bool) -> str:
+    return f"journalctl {'' if system else '--user '}-u {UNIT_NAME}"
+
+
+def service_health(folder: pathlib.Path, port: int, seconds: float) -> dict:
+    """Poll /healthz on this machine until it answers 200 or `seconds` pass."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
+                                     headers={"Authorization": f"Bearer {make_token(folder)}"})
+    deadline, reason = time.monotonic() + seconds, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return {"healthy": True, "health": json.loads(response.read().decode())}
+        except urllib.error.HTTPError as error:
+            reason = f"/healthz answered {error.code}"
+        except (OSError, ValueError) as error:
+            reason = f"/healthz: {getattr(error, 'reason', error)}"
+        time.sleep(1)
+    return {"healthy": False, "reason": reason, "journal": journal_command(os.geteuid() == 0)}
 
 
 if __name__ == "__main__":
