@@ -91,8 +91,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         routes = {"/": self.send_page, "/stream.mjpg": self.send_stream, "/events": self.send_events,
                   "/latest.json": self.send_latest, "/healthz": self.send_health, "/metrics": self.send_metrics}
         route = routes.get(urllib.parse.urlsplit(self.path).path)
-        if self.allowed():
-            route() if route else self.reply(404, "text/plain", b"not found\n")
+        if not self.allowed():
+            return
+        if route is None:
+            self.reply(404, "text/plain", b"not found\n")
+        else:
+            route()
 
     def do_POST(self):
         if not self.allowed():

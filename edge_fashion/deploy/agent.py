@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import pathlib
+import pwd
 import re
 import secrets
 import shutil
@@ -225,7 +226,7 @@ def install_service(folder: pathlib.Path, template: str) -> dict:
         run_step(command + step, " ".join(["systemctl", *command[1:], *step]))
     warning = ""
     if not system:  # Without lingering a user's units start at their login, not at boot.
-        lingering = subprocess.run(["loginctl", "enable-linger", os.environ.get("USER", "")],
+        lingering = subprocess.run(["loginctl", "enable-linger", pwd.getpwuid(os.geteuid()).pw_name],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if lingering.returncode != 0:
             warning = f"loginctl enable-linger failed, so it starts at login, not at boot: {lingering.stdout.strip()}"
