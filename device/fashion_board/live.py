@@ -1,9 +1,10 @@
-"""What the server shows: the latest frame and its result, the counters behind /healthz and /metrics,
+"""What the server shows: the frame on show and its result, the counters behind /healthz and /metrics,
 and the captures a user labels from the page.
 
 The classification loop only ever hands a finished frame over (`publish`, a few assignments under a
-lock); everything a client needs (JPEG, JSON, the metrics text) is made on the client's own thread,
-once per frame and shared, so no client can slow the loop down.
+lock); everything a client needs (JPEG, JSON, the metrics text) is made on a client's thread, once
+per frame shown and shared by all, so no client can slow the loop down. The loop may run at
+hundreds of frames a second; the page shows at most SHOWN_FPS of them, the same ones to every client.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)  # Seconds per frame.
 FPS_WINDOW_SECONDS = 2.0  # Frames per second are counted over this much of the recent past.
 JPEG_QUALITY = 80  # For frames that were not JPEG already (PNG files, camera frames).
+SHOWN_FPS = 10  # The most frames a second the page shows: every client gets the same ones, encoded once.
 
 
 @dataclasses.dataclass
@@ -70,7 +72,7 @@ class LiveState:
     def __init__(self, labels: list, runtime: str, model_sha256: str, captures: pathlib.Path):
         self.labels, self.runtime, self.model_sha256, self.captures = labels, runtime, model_sha256, captures
         self.changed = threading.Condition()
-        self.frame = None  # The latest Frame that has an image.
+        self.frame = None  # The frame on show: the latest with an image, at most SHOWN_FPS a second.
         self.last_at = None  # When the latest frame, good or not, was classified (monotonic).
         self.started = time.monotonic()
         self.frames = self.errors = self.captured = 0
@@ -90,9 +92,9 @@ class LiveState:
                 self.errors += 1
             else:
                 self.count(frame)
-            if frame.image is not None:
+            if frame.image is not None and (self.frame is None or frame.at - self.frame.at >= 1 / SHOWN_FPS):
                 self.frame = frame
-            self.changed.notify_all()
+                self.changed.notify_all()
 
     def count(self, frame: Frame) -> None:
         seconds = frame.result.ms / 1000

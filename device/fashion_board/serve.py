@@ -26,12 +26,11 @@ import time
 import urllib.parse
 
 from . import live, page, stream
-from .common import log
+from .common import log, one_line
 
 MAX_CLIENTS = 64  # Connections served at once; more are answered 503 straight away.
 CLIENT_TIMEOUT_SECONDS = 10  # A client that neither sends nor reads for this long is dropped.
 MAX_BODY_BYTES = 1024  # A capture request is a label: nothing bigger is read.
-STREAM_FPS = 15  # The most frames a second sent to one stream or event client; the loop may run faster.
 KEEPALIVE_SECONDS = 5  # An idle event stream gets a comment line this often, so proxies keep it open.
 TOP_SHOWN = 3  # Classes the page shows.
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -155,14 +154,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def frames(self):
-        """Each newer frame, at most STREAM_FPS a second; None when idle for KEEPALIVE_SECONDS."""
+        """Each frame shown (live.SHOWN_FPS a second at most); None after KEEPALIVE_SECONDS without one."""
         state, number = self.server.live, 0
         while not state.closed:
             frame = state.wait_newer(number, KEEPALIVE_SECONDS)
             if frame is not None:
                 number = frame.number
             yield frame
-            time.sleep(1 / STREAM_FPS)
 
     def send_stream(self):
         self.start_stream("multipart/x-mixed-replace; boundary=frame")
@@ -195,6 +193,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply_json(400, {"error": "label must be one of the model's labels"})
         except LookupError as error:
             self.reply_json(409, {"error": str(error)})
+        except OSError as error:  # Such as a full disk: the client hears why, the loop goes on.
+            self.reply_json(500, {"error": f"cannot save the frame: {one_line(error)}"})
 
     def handle(self):
         try:
