@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 OUT ?= build
 DATA_FILE = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-# Debian packages the tests need beside Python: a real sshd for deploy, debootstrap and qemu for the Pi userland.
-TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static
+# Debian packages the tests need beside Python: a real sshd for deploy, debootstrap and qemu for the Pi userland,
+# chromium for the live page, systemd for `systemd-analyze verify` of the service unit.
+TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static chromium systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data build test test-packages clean

@@ -5,9 +5,13 @@ Usage (paste one):
     python3 classify.py --camera --count 20 --interval 0.5
     python3 classify.py --watch incoming/ --json
     python3 classify.py --self-test
+    python3 classify.py --serve --camera            # then open http://127.0.0.1:8080/
+    python3 classify.py --serve --replay frames/ --fps 5 --host 0.0.0.0   # prints a URL with a token
 
 Inputs are image files, folders (searched recursively by image extension), `-` for one image on
-standard input, `--camera` (Picamera2, else OpenCV) or `--watch DIR` (new files in a folder). Each
+standard input, `--camera` (Picamera2, else OpenCV), `--watch DIR` (new or changed files in a folder, once complete)
+or `--replay DIR` (a folder's images played over and over as a camera, `--fps N`). `--serve` adds a
+web page with the live frame, the results and a button per class to save the frame (see README.md). Each
 image becomes a 28x28 frame in the data set's form (light garment on black, longest side 28) before
 the model sees it; `--save-preprocessed DIR` writes those frames.
 
@@ -40,10 +44,12 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import hashlib
 import pathlib
+import signal
 import sys
 
-from fashion_board import common, preprocess, runtimes, selftest, stream
+from fashion_board import common, preprocess, runtimes, selftest, serve, stream
 from fashion_board import sources as sources_module
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -79,23 +85,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera", action="store_true", help="classify live camera frames")
     parser.add_argument("--camera_index", "--camera-index", type=int, default=0, help="OpenCV camera number")
     parser.add_argument("--watch", type=pathlib.Path, metavar="DIR", help="classify images as they appear in DIR")
-    parser.add_argument("--count", type=int, default=0, help="stop after N frames (camera, watch; 0: never)")
+    parser.add_argument("--replay", type=pathlib.Path, metavar="DIR", help="play DIR's images over and over as a camera")
+    parser.add_argument("--fps", type=float, default=10.0, help="--replay's frames per second (0: as fast as it can)")
+    parser.add_argument("--count", type=int, default=0, help="stop after N frames (camera, watch, replay; 0: never)")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between frames or folder scans")
     parser.add_argument("--self_test", "--self-test", action="store_true",
                         help="check that this runtime reproduces the manifest's results; PASS or FAIL")
+    serving = parser.add_argument_group("serving (--serve, with --camera, --watch or --replay)")
+    serving.add_argument("--serve", action="store_true", help="also serve a live page, /healthz and /metrics")
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on; others than loopback need a token")
+    serving.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free one)")
+    serving.add_argument("--token", help="the token clients must give (default: generated when not on loopback)")
+    serving.add_argument("--token_file", "--token-file", type=pathlib.Path, metavar="FILE",
+                         help="read the token from FILE (keeps it out of the process list)")
+    serving.add_argument("--captures", type=pathlib.Path, default=pathlib.Path("captures"), metavar="DIR",
+                         help="where labelled frames go, in DIR/<label>/ (default: captures)")
+    serving.add_argument("--stale_after", "--stale-after", type=float, default=10.0, metavar="SECONDS",
+                         help="/healthz answers 503 when no frame came for this long (default 10)")
     parser.add_argument("--verbose", action="store_true", help="runtime, startup and per-stage times on stderr")
     parser.add_argument("--probe_model", "--probe-model", type=pathlib.Path, help=argparse.SUPPRESS)
     return parser
 
 
 def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
-    modes = bool(arguments.inputs) + arguments.camera + (arguments.watch is not None) + arguments.self_test
+    live_sources = arguments.camera + (arguments.watch is not None) + (arguments.replay is not None)
+    modes = bool(arguments.inputs) + live_sources + arguments.self_test
     if modes != 1 and arguments.probe_model is None:
-        parser.error("give image files or folders, or one of --camera, --watch DIR, --self-test")
+        parser.error("give image files or folders, or one of --camera, --watch DIR, --replay DIR, --self-test")
+    if arguments.serve and not live_sources:
+        parser.error("--serve needs a frame source: --camera, --watch DIR or --replay DIR")
+    if arguments.fps < 0 or arguments.stale_after <= 0 or not 0 <= arguments.port <= 65535:
+        parser.error("--fps must not be negative, --stale-after must be above 0, --port 0 to 65535")
+    if arguments.token is not None and arguments.token_file is not None:
+        parser.error("give --token or --token-file, not both")
     if arguments.top_k < 1 or arguments.batch_size < 1 or arguments.threads < 1:
         parser.error("--top-k, --batch-size and --threads must be 1 or more")
     if arguments.count < 0 or arguments.interval < 0:
         parser.error("--count and --interval must not be negative")
+
+
+def serve_sources(arguments, sources, classifier, options, runtime, manifest) -> dict:
+    """--serve: the settings from the arguments, a token when needed, then the server and the loop."""
+    token = arguments.token
+    if arguments.token_file is not None:
+        token = arguments.token_file.read_text(encoding="utf-8").strip()
+    token, generated = serve.choose_token(arguments.host, token)
+    settings = serve.Settings(arguments.host, arguments.port, token, arguments.captures,
+                              arguments.stale_after, arguments.verbose)
+    model_sha256 = manifest["model"]["sha256"] if manifest else hashlib.sha256(arguments.model.read_bytes()).hexdigest()
+    signal.signal(signal.SIGTERM, stop)  # systemd stops the service with SIGTERM: end as Ctrl-C does.
+    return serve.serve(sources, classifier, options, runtime, settings, model_sha256, generated)
+
+
+def stop(signal_number, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list | None = None) -> int:
@@ -120,9 +163,14 @@ def main(argv: list | None = None) -> int:
             sources = sources_module.camera_sources(arguments.camera_index, arguments.count, arguments.interval)
         elif arguments.watch is not None:
             sources = sources_module.watched_sources(arguments.watch, arguments.count, arguments.interval)
+        elif arguments.replay is not None:
+            sources = sources_module.replay_sources(arguments.replay, arguments.fps, arguments.count)
         else:
             sources = sources_module.file_sources(arguments.inputs)
-        summary = stream.classify_sources(sources, classifier, options, runtime)
+        if arguments.serve:
+            summary = serve_sources(arguments, sources, classifier, options, runtime, manifest)
+        else:
+            summary = stream.classify_sources(sources, classifier, options, runtime)
     except BrokenPipeError:  # The reader went away (`| head`): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

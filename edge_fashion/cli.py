@@ -214,9 +214,14 @@ def evaluate(**options):
               help="With --fleet: boards updated at once after the first (the canary).")
 @click.option("--max-fail", type=click.IntRange(0, 100), default=fleet_module.MAX_FAIL_PERCENT, show_default=True,
               help="With --fleet: stop when more than this percent of a batch fails.")
+@click.option("--service", is_flag=True,
+              help="Install and start edge-fashion.service: classify.py --serve --camera from DIR/current, "
+                   "at boot, restarted on failure; then check its /healthz.")
+@click.option("--service-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="The port of the service's live page.")
 @user_errors
 def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, fleet, batch, max_fail,
-                   **options):
+                   service, service_port, **options):
     """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, verify it, test it, switch to it.
 
     Each bundle goes to its own folder, DIR/releases/<sha>/; only files the board does not hold yet
@@ -231,9 +236,11 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
         edge-fashion deploy pi@raspberrypi.local:fashion --rollback
         edge-fashion deploy /media/$USER/rootfs/home/pi/fashion
         edge-fashion deploy --fleet boards.ini --batch 10 --max-fail 20
+        edge-fashion deploy pi@raspberrypi.local:fashion --install --service
     """
     from edge_fashion.build import runs
     from edge_fashion.deploy import releases
+    from edge_fashion.deploy import service as service_module
 
     bundle_dir = runs.bundle_folder(bundle_dir)
     if fleet is not None:
@@ -248,6 +255,9 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
             click.echo("\n".join(releases.describe(releases.releases(call))))
         return
     transport_module.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
+    if service:
+        service_module.install(destination, service_port, click.echo)
+        service_module.check_health(destination, service_port, click.echo)
 
 
 def deploy_fleet(bundle_dir, inventory, batch, max_fail, keep):

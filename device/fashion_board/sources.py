@@ -1,7 +1,8 @@
-"""Frame sources: files, folders, stdin, the camera, a watched folder. Each yields (name, image loader)."""
+"""Frame sources: files, folders, stdin, the camera, a replayed folder, a watched folder. Each yields (name, image loader)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import os
@@ -23,6 +24,8 @@ MAX_STREAM_BYTES = 32_000_000
 SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
                  stat.S_IFBLK: "a block device"}
 MAX_CAMERA_FAILURES = 5
+WATCH_INTERVAL_SECONDS = 0.1  # Between folder scans; a file must look the same on two scans in a row.
+WATCH_GIVE_UP_SECONDS = 2.0  # A settled file that still does not decode after this is reported as an error.
 
 
 def image_files(folder: pathlib.Path) -> list:
@@ -170,26 +173,119 @@ def camera_sources(index: int, count: int, interval: float):
         time.sleep(interval)
 
 
+class EncodedFrame:
+    """A loader over an image file's bytes, read once: the server can show and save them as they are."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __call__(self, use_draft: bool) -> Image.Image:
+        return decode(io.BytesIO(self.data), use_draft)
+
+
+def replay_sources(folder: pathlib.Path, fps: float, count: int):
+    """A folder's images played as a camera, over and over, at fps frames a second (0: at full speed)."""
+    files = image_files(folder) if folder.is_dir() else []
+    if not files:
+        raise ModelError(f"--replay {folder}: no image files in this folder")
+    number, period, due = 0, 1 / fps if fps > 0 else 0.0, time.monotonic()
+    while True:
+        for path in files:
+            if count and number >= count:
+                return
+            number += 1
+            if period:  # Keep the pace without drifting: wait for this frame's own time.
+                due += period
+                time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                yield str(path), EncodedFrame(path.read_bytes())
+            except OSError as error:  # Removed while playing: an error for this frame only.
+                yield str(path), missing_input(f"cannot read it: {error.strerror}")
+
+
+def file_state(path: pathlib.Path):
+    """(size, mtime_ns, inode) or None when the file is gone: what changes while a file is written."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns, status.st_ino
+
+
+def decodes(data: bytes) -> bool:
+    """True when the bytes hold a whole image: a file still being written fails here."""
+    try:
+        decode(io.BytesIO(data), use_draft=False)
+    except Exception:  # Pillow raises many types on a partial file ("image file is truncated").
+        return False
+    return True
+
+
+class FolderWatch:
+    """Files that appear or change in a folder, each reported once per content, when complete.
+
+    A file is read when its size, time and inode stayed the same over one scan and it decodes; one
+    that settled but never decodes is reported as an error after WATCH_GIVE_UP_SECONDS. A name whose
+    content changes (written again, or replaced by a rename) is read again; vanished files are forgotten.
+    """
+
+    def __init__(self, folder: pathlib.Path):
+        self.folder = folder
+        self.states = {path: file_state(path) for path in image_files(folder)}  # Last scan's states.
+        self.done = {path: state for path, state in self.states.items()}  # The state last reported.
+        self.digests = {}  # path -> sha256 of the content last reported: a mere touch is no new frame.
+        self.broken_since = {}  # path -> (state, when it settled in that state without decoding).
+
+    def scan(self) -> list:
+        """[(name, loader)] for the files complete since the last scan."""
+        ready, states = [], {}
+        for path in image_files(self.folder):
+            state = states[path] = file_state(path)
+            if state is None or state != self.states.get(path) or state == self.done.get(path):
+                continue
+            entry = self.read(path, state)
+            if entry is not None:
+                ready.append(entry)
+        self.states = states
+        for memory in (self.done, self.digests, self.broken_since):  # Forget vanished files.
+            for gone in set(memory) - set(states):
+                del memory[gone]
+        return ready
+
+    def read(self, path: pathlib.Path, state: tuple):
+        try:
+            data = path.read_bytes()
+        except OSError:  # Vanished between the listing and the read.
+            return None
+        if file_state(path) != state:  # Written to while we read: wait for the next scan.
+            return None
+        if not decodes(data):
+            if self.broken_since.get(path, (None,))[0] != state:  # Broken since this very write.
+                self.broken_since[path] = (state, time.monotonic())
+            if time.monotonic() - self.broken_since[path][1] < WATCH_GIVE_UP_SECONDS:
+                return None
+            self.done[path] = state
+            return str(path), missing_input("not a whole image: it stayed undecodable")
+        self.broken_since.pop(path, None)
+        self.done[path] = state
+        digest = hashlib.sha256(data).hexdigest()
+        if self.digests.get(path) == digest:
+            return None
+        self.digests[path] = digest
+        return str(path), EncodedFrame(data)
+
+
 def watched_sources(folder: pathlib.Path, count: int, interval: float):
-    """Image files that appear in folder after the start, once their size stops changing."""
+    """Image files that appear in folder after the start, or change there, once complete."""
     if not folder.is_dir():
         raise ModelError(f"--watch {folder}: no such folder")
-    seen = set(image_files(folder))
-    sizes = {}
-    log(f"watching {folder} for new images ({len(seen)} already there are skipped); Ctrl-C ends")
+    watch = FolderWatch(folder)
+    log(f"watching {folder} for new images ({len(watch.done)} already there are skipped); Ctrl-C ends")
     number = 0
     while not count or number < count:
-        time.sleep(interval or 0.2)
-        for path in image_files(folder):
-            try:
-                size = path.stat().st_size
-            except OSError:  # Deleted since the listing.
-                size = -1
-            if path in seen or sizes.get(path) != size or size <= 0:
-                sizes[path] = size
-                continue
-            seen.add(path)
+        time.sleep(interval or WATCH_INTERVAL_SECONDS)
+        for entry in watch.scan():
             number += 1
-            yield str(path), lambda use_draft, path=path: decode(path, use_draft)
+            yield entry
             if count and number >= count:
                 return

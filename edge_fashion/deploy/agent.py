@@ -21,6 +21,10 @@ DIR/releases/<RELEASE>/, and DIR/current, a symlink to the release in use. Actio
                        renamed over the old one), restart edge-fashion.service if installed, keep
                        the KEEP newest releases
     releases DIR       answer the releases, their deploy time and model sha256, and the current one
+    service DIR        read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
+                       DIR and the scope (a system unit as root, else a user unit with lingering),
+                       make DIR/serve-token if missing, enable and restart edge-fashion.service
+    health DIR PORT SECONDS  ask http://127.0.0.1:PORT/healthz (with the token) until it answers 200
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -33,11 +37,16 @@ import hashlib
 import json
 import os
 import pathlib
+import pwd
+import re
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 import typing
+import urllib.error
+import urllib.request
 
 ERROR_EXIT = 3
 ERROR_PREFIX = "edge-fashion deploy: "
@@ -50,6 +59,8 @@ OLD_LAYOUT_FILES = ("manifest.json", "classify.py", "requirements.txt", "README.
 OLD_LAYOUT_PACKAGE = "fashion_board"
 SERVICE = "edge-fashion.service"  # Installed by `edge-fashion deploy --service`, if at all.
 SERVICE_SETTLE_SECONDS = 2.0  # A service that crashes on start is no longer active after this.
+TOKEN_FILE = "serve-token"
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")  # Goes into a unit's shell line unquoted: nothing special.
 
 
 class AgentError(Exception):
@@ -74,6 +85,10 @@ def main(arguments: list[str]) -> None:
             answer = self_test(board, release_folder(board, rest[0]), rest[1] if len(rest) > 1 else None)
         elif action == "switch":
             answer = switch(board, rest[0], int(rest[1]), rollback=rest[2] == "rollback")
+        elif action == "service":
+            answer = install_service(board, sys.stdin.buffer.read().decode())
+        elif action == "health":
+            answer = service_health(board, int(rest[0]), float(rest[1]))
         else:
             raise AgentError(f"unknown action {action!r}: the host and the agent disagree")
     except (AgentError, OSError) as error:
@@ -362,6 +377,75 @@ def prune(board: pathlib.Path, keep: int) -> list[str]:
         os.rename(str(board / RELEASES / name), str(trash))
         shutil.rmtree(str(trash), ignore_errors=True)
     return doomed
+
+
+def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
+    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+    directory = str(folder.resolve())
+    if not SAFE_PATH.match(directory):
+        raise AgentError(f"{directory}: a service needs a folder path of letters, digits and ._+-/ only")
+    return template.replace("@DIRECTORY@", directory).replace(
+        "@WANTED_BY@", "multi-user.target" if system else "default.target")
+
+
+def systemctl(system: bool) -> list[str]:
+    if shutil.which("systemctl") is None or not os.path.isdir("/run/systemd/system"):
+        raise AgentError("systemd is not running on this machine: --service needs a board booted with systemd")
+    return ["systemctl"] if system else ["systemctl", "--user"]
+
+
+def make_token(folder: pathlib.Path) -> str:
+    """The service's token in DIR/serve-token (mode 0600), made once and kept across deploys."""
+    path = folder / TOKEN_FILE
+    if not path.exists():
+        descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as output:
+            output.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def install_service(folder: pathlib.Path, template: str) -> dict:
+    system = os.geteuid() == 0
+    command = systemctl(system)
+    unit_dir = pathlib.Path("/etc/systemd/system") if system else pathlib.Path.home() / ".config/systemd/user"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    unit = unit_dir / SERVICE
+    partial = unit.with_name(f".{SERVICE}.partial-{os.getpid()}")
+    partial.write_text(fill_unit(template, folder, system))
+    os.replace(str(partial), str(unit))
+    token = make_token(folder)
+    for step in (["daemon-reload"], ["enable", SERVICE], ["restart", SERVICE]):
+        run_step(command + step, " ".join(["systemctl", *command[1:], *step]))
+    warning = ""
+    if not system:  # Without lingering a user's units start at their login, not at boot.
+        lingering = subprocess.run(["loginctl", "enable-linger", pwd.getpwuid(os.geteuid()).pw_name],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if lingering.returncode != 0:
+            warning = f"loginctl enable-linger failed, so it starts at login, not at boot: {lingering.stdout.strip()}"
+    active = subprocess.run(command + ["is-active", "--quiet", SERVICE]).returncode == 0
+    return {"unit": str(unit), "scope": "system" if system else "user", "token": token, "active": active,
+            "warning": warning, "journal": journal_command(system)}
+
+
+def journal_command(system: bool) -> str:
+    return f"journalctl {'' if system else '--user '}-u {SERVICE}"
+
+
+def service_health(folder: pathlib.Path, port: int, seconds: float) -> dict:
+    """Poll /healthz on this machine until it answers 200 or `seconds` pass."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
+                                     headers={"Authorization": f"Bearer {make_token(folder)}"})
+    deadline, reason = time.monotonic() + seconds, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return {"healthy": True, "health": json.loads(response.read().decode())}
+        except urllib.error.HTTPError as error:
+            reason = f"/healthz answered {error.code}"
+        except (OSError, ValueError) as error:
+            reason = f"/healthz: {getattr(error, 'reason', error)}"
+        time.sleep(1)
+    return {"healthy": False, "reason": reason, "journal": journal_command(os.geteuid() == 0)}
 
 
 if __name__ == "__main__":

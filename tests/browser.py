@@ -1,0 +1,88 @@
+"""A real headless Chromium, driven over its DevTools pipe (fd 3 in, fd 4 out, JSON messages ended by NUL),
+so tests can wait for a page to update, read its text and take a screenshot with the standard library only."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_chromium() -> str | None:
+    return next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
+
+
+class Browser:
+    """One headless Chromium process; `evaluate` and `screenshot` work on the page opened with `open`."""
+
+    def __init__(self, executable: str, width: int = 1000, height: int = 700):
+        to_chromium, self.commands = os.pipe()
+        self.answers, from_chromium = os.pipe()
+
+        def connect_pipe():  # In the child: Chromium reads commands on fd 3 and answers on fd 4.
+            os.dup2(to_chromium, 3)
+            os.dup2(from_chromium, 4)
+        self.process = subprocess.Popen(
+            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
+             f"--window-size={width},{height}", "--no-first-run", "about:blank"],
+            preexec_fn=connect_pipe, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chromium)
+        os.close(from_chromium)
+        self.buffer, self.next_id, self.session = b"", 0, None
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 30) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while b"\0" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == self.next_id:
+                    if "error" in answer:
+                        raise RuntimeError(f"{method}: {answer['error']}")
+                    return answer["result"]
+            block = os.read(self.answers, 1 << 20)
+            if not block:
+                raise RuntimeError("Chromium closed its pipe")
+            self.buffer += block
+        raise TimeoutError(f"{method}: no answer in {timeout} s")
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 20):
+        """The value of expression once it is truthy."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise TimeoutError(f"{expression} stayed false for {seconds} s")
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.commands)
+        os.close(self.answers)
