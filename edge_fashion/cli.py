@@ -234,6 +234,34 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
     transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
 
 
+@cli.command("pull")
+@click.argument("target")
+@click.argument("folder", type=click.Path(path_type=pathlib.Path, file_okay=False))
+@click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
+@click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="The private key to log in with (ssh -i).")
+@click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
+@click.option("--python", help="The target's Python [default: python3].")
+@user_errors
+def pull_command(target, folder, **options):
+    """Bring the frames a board kept with `classify.py --save-frames DIR` from TARGET into FOLDER.
+
+    TARGET is [user@]host:DIR over ssh or a local folder, as for deploy. The frames keep their
+    layout, FOLDER/<predicted label>/<name>; those whose bytes FOLDER already holds anywhere (say,
+    moved to the right class) are skipped, and no local file is ever overwritten. Move the wrong
+    ones to the right class folder, then train on FOLDER with `edge-fashion build --photos FOLDER`.
+
+    \b
+    Example:
+        edge-fashion pull pi@raspberrypi.local:fashion/frames my-photos
+        edge-fashion build --photos my-photos
+    """
+    from edge_fashion.deploy import pull, transport
+
+    pull.pull(transport.parse_target(target, **options), folder, progress=click.echo)
+
+
 @cli.command("bench")
 @click.argument("build_dir", required=False, default=config_module.BuildConfig().out_dir,
                 type=click.Path(path_type=pathlib.Path, file_okay=False))
