@@ -102,7 +102,7 @@ def check_frames_dir(parser: argparse.ArgumentParser, arguments: argparse.Namesp
     if arguments.watch is not None:
         watched, kept = arguments.watch.resolve(), arguments.save_frames.resolve()
         if kept == watched or watched in kept.parents:
-            parser.error("--save-frames DIR must lie outside the --watch folder, or its frames would be classified again")
+            parser.error("--save-frames DIR must lie outside the --watch folder (its frames would be classified again)")
 
 
 def main(argv: list | None = None) -> int:

@@ -61,7 +61,8 @@ def build_options(function):
                           "repeatable. build/train: mixed into training, part held out and reported; "
                           "evaluate: every photo."),
         click.option("--photo-weight", type=click.IntRange(1),
-                     help=f"Each training photo counts as this many Fashion-MNIST images [default: {defaults.photo_weight}]."),
+                     help="Each training photo counts as this many Fashion-MNIST images "
+                          f"[default: {defaults.photo_weight}]."),
         click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
                      help=f"Share of each class's photos held out of training to report on "
                           f"[default: {defaults.photo_held_out}]."),
@@ -194,8 +195,8 @@ def evaluate(**options):
     if config.photos:
         from edge_fashion.build import photo_report
 
-        section = pipeline.evaluate_photos(config, progress)
-        click.echo(photo_report.summary_line(section, "photos") + f"; written to {config.out_dir / 'report.md'}")
+        section = pipeline.evaluate_photos(config, float_content, int8_content, progress)
+        click.echo(photo_report.summary_line(section, "photos:") + f"; written to {config.out_dir / 'report.md'}")
     evaluate_module.check_gate(verdict.float_tflite.accuracy, verdict.int8.accuracy, config.max_drop)
     click.echo(f"int8 passes the gate: {evaluate_module.drop_phrase(verdict.drop_points)} against float "
                f"(allowed: {config.max_drop:g} lost)")

@@ -53,7 +53,8 @@ def evaluate_photos(float_content: bytes, int8_content: bytes, photos: photos_mo
 
 
 def summary_line(section: dict, title: str) -> str:
-    return (f"{title}: int8 {percent(section['int8']['accuracy'])} ({section['int8']['correct']} of "
+    """'TITLE int8 61.0% (122 of 200), float 60.5%'."""
+    return (f"{title} int8 {percent(section['int8']['accuracy'])} ({section['int8']['correct']} of "
             f"{section['photos']}), float {percent(section['float']['accuracy'])}")
 
 

@@ -98,7 +98,7 @@ def held_out_report(config, photo_parts, float_content: bytes, int8_content: byt
         section, sheet = photo_report.evaluate_photos(float_content, int8_content, held_out, config.photos,
                                                       "photos_held_out.png")
         report.save_png(sheet, stage / section["contact_sheet"])
-        progress("  " + photo_report.summary_line(section, "held-out photos"))
+        progress("  " + photo_report.summary_line(section, "held-out photos:"))
         result["held_out"] = section
     return result
 
@@ -142,10 +142,7 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
 
 def photo_lines(result: dict) -> list[str]:
     section = result.get("photos", {}).get("held_out")
-    if not section:
-        return []
-    return [f"held-out photos        int8 {photo_report.percent(section['int8']['accuracy'])} "
-            f"({section['int8']['correct']} of {section['photos']}), float {photo_report.percent(section['float']['accuracy'])}"]
+    return [photo_report.summary_line(section, "held-out photos       ")] if section else []
 
 
 # The stages the commands chain: each takes the config and a progress callback, none prints.
@@ -257,11 +254,10 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: d
     return result
 
 
-def evaluate_photos(config: config_module.BuildConfig, progress) -> dict:
+def evaluate_photos(config: config_module.BuildConfig, float_content: bytes, int8_content: bytes, progress) -> dict:
     """Both models of the build in OUT on every photo of the --photos folders; the figures and the
     contact sheet go into OUT's report (report.json `photos.evaluated`, report.md)."""
     out_dir = config.out_dir
-    _, float_content, int8_content = read_models(out_dir)
     if not (out_dir / "report.json").is_file():
         raise ValueError(f"{out_dir / 'report.json'} not found: run `edge-fashion build --out {out_dir}` first")
     progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")

@@ -55,7 +55,7 @@ def local_path(folder: pathlib.Path, name: str) -> pathlib.Path:
     path, count = folder.joinpath(*parts), 1
     while path.exists():
         count += 1
-        path = folder.joinpath(*parts[:-1], f"{pathlib.PurePath(parts[-1]).stem}-{count}{pathlib.PurePath(parts[-1]).suffix}")
+        path = path.with_name(f"{pathlib.PurePath(parts[-1]).stem}-{count}{path.suffix}")
     return path
 
 
