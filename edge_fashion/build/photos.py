@@ -93,10 +93,20 @@ def listed_photos(folders: typing.Sequence[pathlib.Path], warn) -> list[tuple[pa
     return listed
 
 
-def frame_of(path: pathlib.Path) -> np.ndarray:
-    """The (28, 28) uint8 frame classify.py makes of the file: decoded with the JPEG draft, no --roi."""
-    preprocess = board("preprocess")
-    return preprocess.preprocess(preprocess.decode(path, True), None)
+def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
+    """(frame, "") as classify.py makes it of the file (decoded with the JPEG draft, no --roi);
+    (None, why) for a file that does not decode, (zeros, why) for one with no frame in it."""
+    preprocess, one_line = board("preprocess"), board("common").one_line
+    try:
+        image = preprocess.decode(path, True)
+    except Exception as error:  # Pillow raises many types on a malformed file: this photo only.
+        progress(f"{path}: cannot read it ({one_line(error)}), skipped")
+        return None, one_line(error)
+    try:
+        return preprocess.preprocess(image, None), ""
+    except Exception as error:  # Such as "no garment found": the board answers it with an error.
+        progress(f"{path}: {one_line(error)}")
+        return np.zeros((28, 28), np.uint8), one_line(error)
 
 
 def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callable[[str], None]) -> Photos:
@@ -108,19 +118,12 @@ def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callabl
     for number, (path, label) in enumerate(listed, start=1):
         if number % PROGRESS_EVERY == 0:
             progress(f"  {number:,} of {len(listed):,} photos preprocessed")
-        try:
-            frame, failure = frame_of(path), ""
-        except Exception as error:  # Pillow raises many types on a malformed file: this photo only.
-            message = board("common").one_line(error)
-            if not message.startswith("no garment found"):
-                progress(f"{path}: cannot read it ({message}), skipped")
-                continue
-            progress(f"{path}: {message}")
-            frame, failure = np.zeros((28, 28), np.uint8), message
-        frames.append(frame)
-        labels.append(label)
-        paths.append(path)
-        failures.append(failure)
+        frame, failure = frame_of(path, progress)
+        if frame is not None:
+            frames.append(frame)
+            labels.append(label)
+            paths.append(path)
+            failures.append(failure)
     photos = Photos(np.stack(frames) if frames else np.zeros((0, 28, 28), np.uint8),
                     np.array(labels, dtype=np.uint8), tuple(paths), tuple(failures))
     progress(describe(photos, folders))
