@@ -267,6 +267,7 @@ def classify_live(sources, classifier, options: stream.Options, runtime, state: 
                 errors += 1
             else:
                 milliseconds.append(result.ms)
+                stream.keep_frame(result, load, number, options)
     except KeyboardInterrupt:
         log("interrupted")
     summary = stream.latency_summary(milliseconds, errors, time.perf_counter() - started, runtime)

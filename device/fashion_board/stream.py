@@ -10,6 +10,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from . import capture
 from .common import log, one_line
 from .preprocess import preprocess
 from .runtimes import Classifier, Runtime, top_predictions
@@ -31,6 +32,8 @@ class Options:
     save_dir: pathlib.Path | None
     as_json: bool
     verbose: bool
+    frames_dir: pathlib.Path | None = None  # --save-frames: keep each classified frame there, by answer.
+    original: object = None  # (name, load) -> (bytes, suffix) of the frame as it came (see capture).
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
@@ -116,6 +119,17 @@ def format_summary(summary: dict, as_json: bool) -> str:
     return text + f"; {summary['runtime']}"
 
 
+def keep_frame(result: Result, load, number: int, options: Options) -> None:
+    """--save-frames: the frame as it came, under the folder of its answer."""
+    if options.frames_dir is None:
+        return
+    stem = capture.frame_stem(result.path, number)
+    path = capture.save_frame(options.frames_dir, result.predictions[0].label, stem,
+                              options.original(result.path, load))
+    if options.verbose:
+        log(f"{result.path}: kept as {path}")
+
+
 def classify_sources(sources, classifier: Classifier, options: Options, runtime: Runtime) -> dict:
     """Classify every source, printing its line at once, then the summary; Ctrl-C ends early.
 
@@ -136,6 +150,7 @@ def classify_sources(sources, classifier: Classifier, options: Options, runtime:
                     errors += 1
                 else:
                     milliseconds.append(result.ms)
+                    keep_frame(result, load, number, options)
     except KeyboardInterrupt:
         log("interrupted")
     summary = latency_summary(milliseconds, errors, time.perf_counter() - started, runtime)

@@ -7,7 +7,7 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion.build import bundle, evaluate, numpy_check, quantization_report
+from edge_fashion.build import bundle, evaluate, numpy_check, photo_report, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.
@@ -92,6 +92,8 @@ def markdown(report: dict, labels: list[str]) -> str:
               "![misclassified](misclassified_int8.png)", ""]
     if report.get("numpy_engine"):
         lines += ["## The board's numpy engine against the interpreter", "", numpy_engine_markdown(report["numpy_engine"]), ""]
+    if report.get("photos"):
+        lines += [photo_report.markdown(report["photos"])]
     if report.get("quantization_layers"):
         lines += ["## int8 error per layer", "", quantization_report.markdown(report["quantization_layers"])]
     return "\n".join(lines)

@@ -25,6 +25,9 @@ DIR/releases/<RELEASE>/, and DIR/current, a symlink to the release in use. Actio
                        DIR and the scope (a system unit as root, else a user unit with lingering),
                        make DIR/serve-token if missing, enable and restart edge-fashion.service
     health DIR PORT SECONDS  ask http://127.0.0.1:PORT/healthz (with the token) until it answers 200
+    frames DIR         (for `edge-fashion pull`) the size and sha256 of every image file under DIR,
+                       hidden ones left out; DIR must exist
+    send DIR           read a JSON line [NAME, ...] and answer each file's bytes, base64-encoded
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -32,6 +35,7 @@ one line on stderr, "edge-fashion deploy: <what went wrong>".
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import json
@@ -61,6 +65,8 @@ SERVICE = "edge-fashion.service"  # Installed by `edge-fashion deploy --service`
 SERVICE_SETTLE_SECONDS = 2.0  # A service that crashes on start is no longer active after this.
 TOKEN_FILE = "serve-token"
 SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")  # Goes into a unit's shell line unquoted: nothing special.
+# What classify.py reads and --save-frames writes (fashion_board/sources.py's list).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 
 
 class AgentError(Exception):
@@ -70,6 +76,10 @@ class AgentError(Exception):
 def main(arguments: list[str]) -> None:
     action, directory, rest = arguments[0], arguments[1], arguments[2:]
     try:
+        if action in ("frames", "send"):
+            answer = frames_action(action, existing_folder(directory))
+            sys.stdout.write(json.dumps(answer))
+            return
         board = open_folder(directory, create=action != "releases")
         if action == "releases":
             answer = list_releases(board)
@@ -129,6 +139,36 @@ def release_folder(board: pathlib.Path, release: str) -> pathlib.Path:
 def current_release(board: pathlib.Path) -> str | None:
     link = board / CURRENT
     return os.path.basename(os.readlink(str(link))) if link.is_symlink() else None
+def existing_folder(directory: str) -> pathlib.Path:
+    folder = pathlib.Path(directory).expanduser()
+    if not folder.is_dir():
+        raise AgentError(f"{directory}: no such folder (classify.py --save-frames makes it)")
+    return folder
+
+
+def list_frames(folder: pathlib.Path) -> dict:
+    """{relative name: {size, sha256}} of the image files under folder, hidden files and folders left out."""
+    found = {}
+    for root, folders, files in os.walk(str(folder)):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            path = pathlib.Path(root, name)
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size,
+                                                              "sha256": file_sha256(path)}
+    return found
+
+
+def frames_action(action: str, folder: pathlib.Path) -> dict:
+    """`frames`: what --save-frames kept under folder; `send`: the bytes of the names read from stdin."""
+    if action == "frames":
+        return {"files": list_frames(folder)}
+    return {"files": send(folder, json.loads(sys.stdin.buffer.readline()))}
+
+
+def send(folder: pathlib.Path, names: list) -> dict:
+    """{name: base64 of its bytes} for the named files under folder."""
+    return {name: base64.b64encode(bundle_path(folder, name).read_bytes()).decode("ascii") for name in names}
 
 
 def file_sha256(path: pathlib.Path) -> str | None:
