@@ -114,7 +114,7 @@ def test_runs_lists_seeds_accuracies_and_marks_the_latest(two_runs):
 def test_runs_shows_the_photo_accuracy_when_the_report_has_one(two_runs, tmp_path):
     out = shutil.copytree(two_runs[0], tmp_path / "build", symlinks=True)
     report_path = out / runs.RUNS / run_names(out)[0] / "report.json"
-    report_path.write_text(json.dumps({**json.loads(report_path.read_text()), "photos": {"int8": {"accuracy": 0.6543}}}))
+    report_path.write_text(json.dumps({**json.loads(report_path.read_text()), "photos": {"held_out": {"int8": {"accuracy": 0.6543}}}}))
     assert "65.43%" in run_cli("runs", "--out", str(out)).output.splitlines()[1]
 
 

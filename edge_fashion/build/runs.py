@@ -265,12 +265,13 @@ def read_report(run: pathlib.Path) -> dict:
 
 
 def photo_accuracy(report: dict) -> float | None:
-    """The real-photo accuracy, when the build measured one: a number, or a dict holding it."""
+    """The int8 model's real-photo accuracy, when the build measured one: on the held-out photos of
+    `build --photos`, else on those of `evaluate --photos` (report.json's photos section)."""
     photos = report.get("photos")
     if isinstance(photos, dict):
-        int8 = photos.get("int8")
-        int8 = int8.get("accuracy") if isinstance(int8, dict) else int8
-        photos = photos.get("int8_accuracy", photos.get("accuracy", int8))
+        section = photos.get("held_out") or photos.get("evaluated") or photos
+        int8 = section.get("int8") if isinstance(section, dict) else None
+        photos = int8.get("accuracy") if isinstance(int8, dict) else int8
     return float(photos) if isinstance(photos, (int, float)) and not isinstance(photos, bool) else None
 
 
