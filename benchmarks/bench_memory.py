@@ -29,8 +29,8 @@ def make_images(folder: pathlib.Path) -> list:
     for name, ((mode, background, fill), options) in test_memory.HUGE.items():
         size = (test_memory.SIDE, test_memory.SIDE)
         test_memory.garment(mode, size, background, fill).save(folder / name, **options)
-    for name, (mode, size, background, fill) in test_memory.FITTING.items():
-        test_memory.garment(mode, size, background, fill).save(folder / name)
+    for name, ((mode, size, background, fill), options) in test_memory.FITTING.items():
+        test_memory.garment(mode, size, background, fill).save(folder / name, **options)
     return sorted(folder.iterdir())
 
 

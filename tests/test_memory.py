@@ -28,11 +28,14 @@ HUGE = {
 }
 # The largest of each kind that still fits the budget: classified, not refused.
 FITTING = {
-    "rgb_12mp.png": ("RGB", (4000, 3000), (230, 230, 230), (40, 40, 40)),
-    "gray_47mp.png": ("L", (6900, 6900), 230, 40),
-    "rgba_5mp.png": ("RGBA", (2400, 2400), (230, 230, 230, 255), (40, 40, 40, 255)),
-    "palette_47mp.gif": ("P", (6900, 6900), 1, 200),
-    "jpeg_50mp.jpg": ("RGB", (SIDE, SIDE), (230, 230, 230), (40, 40, 40)),
+    "rgb_12mp.png": (("RGB", (4000, 3000), (230, 230, 230), (40, 40, 40)), {}),
+    "gray_47mp.png": (("L", (6900, 6900), 230, 40), {}),
+    "rgba_5mp.png": (("RGBA", (2400, 2400), (230, 230, 230, 255), (40, 40, 40, 255)), {}),
+    "palette_47mp.gif": (("P", (6900, 6900), 1, 200), {}),
+    "jpeg_50mp.jpg": (("RGB", (SIDE, SIDE), (230, 230, 230), (40, 40, 40)), {}),
+    "sixteen_bit_11mp.png": (("I;16", (3400, 3400), 60000, 8000), {}),
+    "float_5mp.tif": (("F", (2400, 2400), 0.9, 0.1), {"compression": "tiff_adobe_deflate"}),
+    "rgb_2mp.webp": (("RGB", (1700, 1700), (230, 230, 230), (40, 40, 40)), {"lossless": True, "quality": 0, "method": 0}),
 }
 LAUNCHER = """
 import os, sys
@@ -62,8 +65,8 @@ def large_images(tmp_path_factory) -> pathlib.Path:
     folder = tmp_path_factory.mktemp("large")
     for name, ((mode, background, fill), options) in HUGE.items():
         garment(mode, (SIDE, SIDE), background, fill).save(folder / name, **options)
-    for name, (mode, size, background, fill) in FITTING.items():
-        garment(mode, size, background, fill).save(folder / name)
+    for name, ((mode, size, background, fill), options) in FITTING.items():
+        garment(mode, size, background, fill).save(folder / name, **options)
     return folder
 
 

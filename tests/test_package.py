@@ -52,16 +52,21 @@ def built(tmp_path_factory) -> dict:
         shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(root / "dist"), str(source)],
                    check=True, capture_output=True, timeout=300)
-    return {"wheel": next((root / "dist").glob("*.whl")), "sdist": next((root / "dist").glob("*.tar.gz"))}
+    return {"wheel": next((root / "dist").glob("*.whl")), "sdist": next((root / "dist").glob("*.tar.gz")),
+            "source": source}
+
+
+def fresh_venv(folder: pathlib.Path) -> pathlib.Path:
+    """A venv without pip whose site-packages borrows this venv's (see SHARED_SITE)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    (installed_site(folder) / "shared_dependencies.pth").write_text(SHARED_SITE + "\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def venv(built, tmp_path_factory) -> pathlib.Path:
     """A fresh venv with the wheel installed (not editable) and the heavy dependencies borrowed."""
-    folder = tmp_path_factory.mktemp("venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
-    site = pathlib.Path(sysconfig.get_paths(vars={"base": str(folder), "platbase": str(folder)})["purelib"])
-    (site / "shared_dependencies.pth").write_text(SHARED_SITE + "\n")
+    folder = fresh_venv(tmp_path_factory.mktemp("venv") / "venv")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "--quiet",
                     "--no-deps", "--no-index", str(built["wheel"])], check=True, capture_output=True, timeout=300)
     return folder
@@ -92,6 +97,19 @@ def test_the_installed_wheel_not_the_checkout_is_what_runs(venv, tmp_path):
     assert package.resolve().is_relative_to(site), package
     assert device.resolve() == site / "edge_fashion" / "device"
     assert preprocess.resolve() == site / "edge_fashion" / "device" / "fashion_board" / "preprocess.py"
+
+
+def test_an_editable_install_reads_device_files_in_place(built, tmp_path):
+    """What `make setup` does (pip install -e): device/ is read where it is, not copied."""
+    venv = fresh_venv(tmp_path / "venv")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
+                    "--no-deps", "--no-build-isolation", "--no-index", "-e", str(built["source"])],
+                   check=True, capture_output=True, timeout=300)
+    script = "import edge_fashion.device_files as files; print(files.DEVICE_DIR); print(len(files.bundle_files()))"
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True,
+                            cwd=tmp_path, env=clean_env(tmp_path), check=True, timeout=60)
+    device, count = result.stdout.split()
+    assert pathlib.Path(device) == built["source"] / "device" and int(count) == len(device_files.bundle_files())
 
 
 def test_a_short_build_from_the_wheel_writes_a_complete_bundle(venv, tmp_path, data_dir, device_python):
