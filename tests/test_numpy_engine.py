@@ -2,7 +2,6 @@
 real test images and real converted models, and classify.py running on it in the board-like venv."""
 
 import json
-import pathlib
 import shutil
 import subprocess
 import sys

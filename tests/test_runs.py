@@ -199,8 +199,8 @@ def test_deploy_accepts_a_run_latest_or_the_build_folder(tiny_build, tmp_path):
     for number, bundle_argument in enumerate([run, tiny_build / runs.LATEST, tiny_build]):
         board = tmp_path / f"board{number}"
         run_cli("deploy", str(board), "--bundle", str(bundle_argument))
-        assert sha256(board / "model_int8.tflite") == sha256(run / "device" / "model_int8.tflite")
-        assert (board / "manifest.json").read_bytes() == (run / "device" / "manifest.json").read_bytes()
+        assert sha256(board / "current" / "model_int8.tflite") == sha256(run / "device" / "model_int8.tflite")
+        assert (board / "current" / "manifest.json").read_bytes() == (run / "device" / "manifest.json").read_bytes()
 
 
 def test_runs_of_a_folder_without_builds_is_a_one_line_error(tmp_path):

@@ -3,7 +3,6 @@ real tiny build's bundle and real test images played by --replay or dropped into
 
 import io
 import json
-import os
 import pathlib
 import signal
 import socket
