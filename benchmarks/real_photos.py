@@ -64,7 +64,11 @@ def make_frames(paths: list[pathlib.Path]) -> tuple[np.ndarray, np.ndarray, np.n
     for number, path in enumerate(paths):
         started = time.perf_counter()
         try:
-            frames[number], unsure[number] = preprocess.preprocess_with_doubt(preprocess.decode(path, use_draft=True), None)
+            image = preprocess.decode(path, use_draft=True)
+            if hasattr(preprocess, "preprocess_with_doubt"):
+                frames[number], unsure[number] = preprocess.preprocess_with_doubt(image, None)
+            else:  # An older board package (before the colour cut), for before-and-after figures.
+                frames[number] = preprocess.preprocess(image, None)
         except ValueError as error:
             errors.append(f"{path.name}: {error}")
             unsure[number] = True

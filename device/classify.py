@@ -20,6 +20,8 @@ JSON object per line instead; this schema is stable:
                  "ms_p95": float|null, "fps": float|null, "runtime": str}}
     {"self_test": {"passed": bool, "cases": int, "failures": [str, ...],
                    "max_difference": float, "runtime": str, "load_ms": float, "inference_ms": float}}
+`unsure` is true when the best score is below --threshold, or when the preprocessing doubted where
+the garment is in a colour photo (a busy background, or a garment touching three sides of the frame).
 `ms` is the image's own decode and preprocessing time plus its share of its batch's inference.
 Exit status: 0 when every input was classified (or the self-test passed), 1 when any input
 failed (or the self-test failed), 2 for a usage, model or runtime error.
