@@ -14,6 +14,7 @@ Usage (from the repository root):
 
 import argparse
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -117,6 +118,28 @@ def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns
     sheet.save(out)
 
 
+def camera_frame_timing(paths: list[pathlib.Path]) -> str:
+    """Decode and preprocess each photo as a 640x480 camera JPEG (quality 90): the issue's 5 ms budget."""
+    preprocess = device_files.board_module("preprocess")
+    jpegs = []
+    for path in paths:
+        with Image.open(path) as photo:
+            buffer = io.BytesIO()
+            photo.convert("RGB").resize((640, 480), Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=90)
+            jpegs.append(buffer.getvalue())
+    milliseconds = []
+    for content in jpegs * 3:
+        started = time.perf_counter()
+        try:
+            preprocess.preprocess_with_doubt(preprocess.decode(io.BytesIO(content), use_draft=True), None)
+        except ValueError:
+            pass  # No garment found: it still took its time.
+        milliseconds.append(1000 * (time.perf_counter() - started))
+    return (f"640x480 JPEG decode + preprocess: p50 {np.percentile(milliseconds, 50):.2f} ms, "
+            f"p95 {np.percentile(milliseconds, 95):.2f} ms over {len(milliseconds)} frames "
+            f"(load average {os.getloadavg()[0]:.1f})")
+
+
 def command_frames(arguments) -> None:
     paths, labels = read_photos()
     reporting = split_photos(labels)
@@ -128,6 +151,7 @@ def command_frames(arguments) -> None:
           f"p95 {np.percentile(milliseconds, 95):.2f} ms; unsure {unsure.mean():.1%}; errors {len(errors)}")
     for error in errors[:10]:
         print("  ", error)
+    print(camera_frame_timing(chosen_paths[:arguments.count]))
     if arguments.sheet:
         generator = np.random.default_rng(1)
         shown = np.sort(generator.choice(len(choosing), min(arguments.count, len(choosing)), replace=False))

@@ -95,23 +95,28 @@ def has_light_background(gray: np.ndarray, background: np.ndarray | None = None)
     return float(np.clip(-difference - margin, 0, None).sum()) > float(np.clip(difference - margin, 0, None).sum())
 
 
-def fit_background(gray: np.ndarray) -> np.ndarray:
-    """A plane a + b*x + c*y fitted to the border, robust to a garment touching it: (H, W) float32."""
-    height, width = gray.shape
+def fit_background(values: np.ndarray) -> np.ndarray:
+    """A plane a + b*x + c*y fitted to the border of each channel, robust to a garment touching it.
+
+    (H, W) or (H, W, C) float32 in, the same shape out; one least-squares solve for all channels.
+    """
+    height, width = values.shape[:2]
+    flat = values.reshape(height, width, -1)  # (H, W, C)
     if min(height, width) < 8:
-        return np.full(gray.shape, float(np.median(border_pixels(gray))), dtype=np.float32)
+        return np.broadcast_to(np.median(border_pixels(flat), axis=0), flat.shape).reshape(values.shape).astype(np.float32)
     columns = np.arange(width, dtype=np.float32)[np.newaxis, :]  # (1, W), broadcast below.
     rows = np.arange(height, dtype=np.float32)[:, np.newaxis]  # (H, 1)
     border_columns = border_pixels(np.broadcast_to(columns, (height, width)))
     border_rows = border_pixels(np.broadcast_to(rows, (height, width)))
     design = np.stack([np.ones(2 * (height + width)), border_columns, border_rows], axis=1)
-    values = border_pixels(gray)
-    keep = np.ones(len(values), dtype=bool)
+    border = border_pixels(flat)  # (2 * (H + W), C)
+    keep = np.ones(len(border), dtype=bool)
     for _ in range(3):  # Refit without the border pixels the garment covers.
-        coefficients = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-        residual = np.abs(values - design @ coefficients)
+        coefficients = np.linalg.lstsq(design[keep], border[keep], rcond=None)[0]  # (3, C)
+        residual = np.abs(border - design @ coefficients).max(axis=1)
         keep = residual <= max(8.0, 2.5 * float(np.median(residual)))
-    return (coefficients[0] + coefficients[1] * columns + coefficients[2] * rows).astype(np.float32)
+    plane = coefficients[0] + coefficients[1] * columns[..., np.newaxis] + coefficients[2] * rows[..., np.newaxis]
+    return plane.reshape(values.shape).astype(np.float32)
 
 
 def garment_signal(gray: np.ndarray) -> np.ndarray:
@@ -159,11 +164,8 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
     Unlike luminance this finds a dark garment on a dark or coloured background and a pink dress on a
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
     """
-    squares = np.zeros(rgb.shape[:2], dtype=np.float32)
-    for channel in range(3):
-        values = rgb[..., channel]
-        squares += (values - fit_background(values)) ** 2
-    return np.sqrt(squares / 3)
+    difference = rgb - fit_background(rgb)
+    return np.sqrt(np.einsum("hwc,hwc->hw", difference, difference) / 3)
 
 
 def garment_and_doubt(signal: np.ndarray) -> tuple[np.ndarray, bool]:
