@@ -4,12 +4,15 @@ Usage (paste one):
     python3 classify.py photo.jpg frames/ --top-k 3
     python3 classify.py --camera --count 20 --interval 0.5
     python3 classify.py --watch incoming/ --json
+    python3 classify.py --camera --save-frames frames/
     python3 classify.py --self-test
 
 Inputs are image files, folders (searched recursively by image extension), `-` for one image on
 standard input, `--camera` (Picamera2, else OpenCV) or `--watch DIR` (new files in a folder). Each
 image becomes a 28x28 frame in the data set's form (light garment on black, longest side 28) before
-the model sees it; `--save-preprocessed DIR` writes those frames.
+the model sees it; `--save-preprocessed DIR` writes those frames. `--save-frames DIR` keeps each
+classified camera or watched frame as it came (JPEG) in DIR/<predicted label, "/" as "-">/, for
+moving the wrong ones to the right folder and training on them (`edge-fashion build --photos DIR`).
 
 Output: one line per image, `path<TAB>label score<TAB>ms`, then a summary line. With `--json`, one
 JSON object per line instead; this schema is stable:
@@ -38,7 +41,7 @@ import os
 import pathlib
 import sys
 
-from fashion_board import common, preprocess, runtimes, selftest, stream
+from fashion_board import capture, common, preprocess, runtimes, selftest, stream
 from fashion_board import sources as sources_module
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--roi", type=parse_roi, help="crop x,y,w,h of each frame first")
     parser.add_argument("--save_preprocessed", "--save-preprocessed", type=pathlib.Path, metavar="DIR",
                         help="write the 28x28 image the model saw for each input")
+    parser.add_argument("--save_frames", "--save-frames", type=pathlib.Path, metavar="DIR",
+                        help="keep each classified camera or watched frame in DIR/<predicted label>/")
     parser.add_argument("--camera", action="store_true", help="classify live camera frames")
     parser.add_argument("--camera_index", "--camera-index", type=int, default=0, help="OpenCV camera number")
     parser.add_argument("--watch", type=pathlib.Path, metavar="DIR", help="classify images as they appear in DIR")
@@ -89,6 +94,17 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
         parser.error("--top-k, --batch-size and --threads must be 1 or more")
     if arguments.count < 0 or arguments.interval < 0:
         parser.error("--count and --interval must not be negative")
+    if arguments.save_frames is not None:
+        check_frames_dir(parser, arguments)
+
+
+def check_frames_dir(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
+    if not arguments.camera and arguments.watch is None:
+        parser.error("--save-frames keeps camera or watched frames: use it with --camera or --watch DIR")
+    if arguments.watch is not None:
+        watched, kept = arguments.watch.resolve(), arguments.save_frames.resolve()
+        if kept == watched or watched in kept.parents:
+            parser.error("--save-frames DIR must lie outside the --watch folder (its frames would be classified again)")
 
 
 def main(argv: list | None = None) -> int:
@@ -109,11 +125,12 @@ def main(argv: list | None = None) -> int:
             arguments.save_preprocessed.mkdir(parents=True, exist_ok=True)
         options = stream.Options(arguments.top_k, arguments.threshold, arguments.roi, arguments.save_preprocessed,
                           arguments.json, arguments.verbose, arguments.batch_size)
+        options.frames_dir = arguments.save_frames
         if arguments.camera:
-            options.batch_size = 1
+            options.batch_size, options.original = 1, capture.camera_original
             sources = sources_module.camera_sources(arguments.camera_index, arguments.count, arguments.interval)
         elif arguments.watch is not None:
-            options.batch_size = 1
+            options.batch_size, options.original = 1, capture.file_original
             sources = sources_module.watched_sources(arguments.watch, arguments.count, arguments.interval)
         else:
             sources = sources_module.file_sources(arguments.inputs)

@@ -56,6 +56,16 @@ def build_options(function):
                      help=f"The int8 model's input and output type [default: {defaults.io_dtype}]."),
         click.option("--max-drop", type=float,
                      help=f"Refuse int8 more than this many points below float [default: {defaults.max_drop}]."),
+        click.option("--photos", type=click.Path(path_type=pathlib.Path, file_okay=False, exists=True), multiple=True,
+                     help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle boot/, ...); "
+                          "repeatable. build/train: mixed into training, part held out and reported; "
+                          "evaluate: every photo."),
+        click.option("--photo-weight", type=click.IntRange(1),
+                     help="Each training photo counts as this many Fashion-MNIST images "
+                          f"[default: {defaults.photo_weight}]."),
+        click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
+                     help=f"Share of each class's photos held out of training to report on "
+                          f"[default: {defaults.photo_held_out}]."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -63,6 +73,7 @@ def build_options(function):
 
 
 def make_config(**options) -> config_module.BuildConfig:
+    options["photos"] = tuple(options.get("photos") or ()) or None  # Left out: the preset's (none).
     try:
         return config_module.make_config(**options)
     except ValueError as error:
@@ -106,10 +117,12 @@ def build(**options):
 
     Exits with status 3, leaving the last good build untouched, when the int8 model loses more
     than --max-drop points of test accuracy; the refused model is kept in OUT/rejected/.
+    With --photos, your own photos train too, and the held-out ones are reported beside the test set.
 
     \b
     Example:
         edge-fashion build --out build
+        edge-fashion build --photos my-photos/ --photo-weight 20
         scp -r build/device pi@raspberrypi.local:fashion
     """
     from edge_fashion.build import pipeline
@@ -159,9 +172,13 @@ def convert(**options):
 def evaluate(**options):
     """Re-verify the models already in OUT over the test set; exit 3 if int8 fails the gate.
 
+    With --photos, also both models on every photo there (overall, per class, and a contact sheet
+    of what the model saw), written into OUT/report.json, report.md and photos_evaluated.png.
+
     \b
     Example:
         edge-fashion evaluate --out build --max-drop 0.3
+        edge-fashion evaluate --out build --photos my-photos/
     """
     from edge_fashion.build import evaluate as evaluate_module
     from edge_fashion.build import pipeline
@@ -175,6 +192,11 @@ def evaluate(**options):
     click.echo(f"Keras {100 * verdict.keras.accuracy:.2f}%, float TFLite {100 * verdict.float_tflite.accuracy:.2f}%, "
                f"int8 TFLite {100 * verdict.int8.accuracy:.2f}%; top-1 agreement int8/float "
                f"{100 * verdict.int8_float_agreement:.2f}%")
+    if config.photos:
+        from edge_fashion.build import photo_report
+
+        section = pipeline.evaluate_photos(config, float_content, int8_content, progress)
+        click.echo(photo_report.summary_line(section, "photos:") + f"; written to {config.out_dir / 'report.md'}")
     evaluate_module.check_gate(verdict.float_tflite.accuracy, verdict.int8.accuracy, config.max_drop)
     click.echo(f"int8 passes the gate: {evaluate_module.drop_phrase(verdict.drop_points)} against float "
                f"(allowed: {config.max_drop:g} lost)")
@@ -211,6 +233,34 @@ def deploy_command(target, bundle_dir, install, self_test, **options):
 
     destination = transport.parse_target(target, **options)
     transport.deploy(bundle_dir, destination, install=install, self_test=self_test, progress=click.echo)
+
+
+@cli.command("pull")
+@click.argument("target")
+@click.argument("folder", type=click.Path(path_type=pathlib.Path, file_okay=False))
+@click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
+@click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="The private key to log in with (ssh -i).")
+@click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+              help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
+@click.option("--python", help="The target's Python [default: python3].")
+@user_errors
+def pull_command(target, folder, **options):
+    """Bring the frames a board kept with `classify.py --save-frames DIR` from TARGET into FOLDER.
+
+    TARGET is [user@]host:DIR over ssh or a local folder, as for deploy. The frames keep their
+    layout, FOLDER/<predicted label>/<name>; those whose bytes FOLDER already holds anywhere (say,
+    moved to the right class) are skipped, and no local file is ever overwritten. Move the wrong
+    ones to the right class folder, then train on FOLDER with `edge-fashion build --photos FOLDER`.
+
+    \b
+    Example:
+        edge-fashion pull pi@raspberrypi.local:fashion/frames my-photos
+        edge-fashion build --photos my-photos
+    """
+    from edge_fashion.deploy import pull, transport
+
+    pull.pull(transport.parse_target(target, **options), folder, progress=click.echo)
 
 
 @cli.command("bench")

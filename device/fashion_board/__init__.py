@@ -2,5 +2,6 @@
 
 Modules, by concern: common (shared names), runtimes (interpreter chain, checked model, Classifier),
 preprocess (image to the 28x28 frame), sources (files, stdin, camera, watch), stream (batches and
-output lines), selftest (the manifest's cases). Nothing here imports the host-side package.
+output lines), capture (--save-frames), selftest (the manifest's cases). Nothing here imports the
+host-side package.
 """

@@ -19,7 +19,10 @@ DARK_BORDER = 32  # A border whose median is at most this is a dark background, 
 # A colour photo's cut is doubted when the background's residue (90th percentile on the border)
 # exceeds this share of the garment's contrast (99.5th percentile): a busy or garment-like background.
 DOUBTFUL_NOISE = 0.4
-GARMENT_WHITE = 90  # Percentile of a colour photo's garment pixels that becomes white; the rest scales.
+GARMENT_WHITE = 0.9  # Share of a colour photo's garment pixels below the level that becomes white.
+# The background plane's coefficients are rounded to this step, so that LAPACK's last-bit noise, which
+# differs between numpy builds, never reaches the frame (host and board must make the same bytes).
+PLANE_STEP = 2.0 ** -16
 
 
 def decode(source, use_draft: bool) -> Image.Image:
@@ -92,7 +95,9 @@ def has_light_background(gray: np.ndarray, background: np.ndarray | None = None)
         background = fit_background(gray.astype(np.float32))
     difference = gray.astype(np.float32) - background
     margin = max(24.0, 3 * float(np.median(np.abs(border_pixels(difference)))))
-    return float(np.clip(-difference - margin, 0, None).sum()) > float(np.clip(difference - margin, 0, None).sum())
+    # Sums in float64 are exact here, so no summation order can tip a near tie one way on one machine only.
+    darker = np.clip(-difference - margin, 0, None).sum(dtype=np.float64)
+    return float(darker) > float(np.clip(difference - margin, 0, None).sum(dtype=np.float64))
 
 
 def fit_background(values: np.ndarray) -> np.ndarray:
@@ -113,6 +118,7 @@ def fit_background(values: np.ndarray) -> np.ndarray:
     keep = np.ones(len(border), dtype=bool)
     for _ in range(3):  # Refit without the border pixels the garment covers.
         coefficients = np.linalg.lstsq(design[keep], border[keep], rcond=None)[0]  # (3, C)
+        coefficients = np.round(coefficients / PLANE_STEP) * PLANE_STEP
         residual = np.abs(border - design @ coefficients).max(axis=1)
         keep = residual <= max(8.0, 2.5 * float(np.median(residual)))
     plane = coefficients[0] + coefficients[1] * columns[..., np.newaxis] + coefficients[2] * rows[..., np.newaxis]
@@ -127,8 +133,15 @@ def garment_signal(gray: np.ndarray) -> np.ndarray:
         signal = 255 * (1 - gray / np.maximum(background, 1))
     else:
         signal = gray - background
-    noise = min(128.0, float(np.percentile(np.abs(border_pixels(signal)), 90)) + 4)
+    noise = min(128.0, nearest_rank(np.abs(border_pixels(signal)), 0.9) + 4)
     return np.clip((signal - noise) * 255 / (255 - noise), 0, 255)
+
+
+def nearest_rank(values: np.ndarray, share: float) -> float:
+    """The value below which `share` of `values` lie: an element itself, never an interpolation, whose
+    last bits differ between numpy versions."""
+    rank = int(share * (values.size - 1))
+    return float(np.partition(values, rank)[rank])
 
 
 def garment_box(signal: np.ndarray) -> tuple:
@@ -151,11 +164,62 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     resized = Image.fromarray(garment.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
     pixels = np.clip(np.asarray(resized), 0, None)
-    pixels = pixels * (255 / pixels.max()) if pixels.max() > 0 else pixels
+    peak = float(pixels.max())
+    # The factor is made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
+    pixels = pixels * np.float32(255 / peak) if peak > 0 else pixels
     canvas = np.zeros((SIDE, SIDE), dtype=np.uint8)
     top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
     canvas[top: top + size[1], left: left + size[0]] = np.round(pixels).astype(np.uint8)
     return canvas
+
+
+def shrink_axis(values: np.ndarray, size: int) -> np.ndarray:
+    """Area averages along the last axis of integer `values` (..., L) over `size` equal spans (L >= size),
+    times L: exact integers, (..., size) int64.
+
+    A span's sum is S(end) - S(start), S the running sum, linear within a pixel. Scaled by `size`,
+    every boundary i * L / size is `whole` pixels plus `part` / size of the next, a whole number.
+    """
+    length = values.shape[-1]
+    running = np.zeros((*values.shape[:-1], length + 1), dtype=np.int64)
+    np.cumsum(values, axis=-1, out=running[..., 1:])
+    boundaries = np.arange(size + 1, dtype=np.int64) * length  # Times `size`.
+    whole, part = boundaries // size, boundaries % size
+    scaled = size * running[..., whole] + values[..., np.minimum(whole, length - 1)] * part
+    return np.diff(scaled, axis=-1)
+
+
+def block_sums(gray: np.ndarray, block: int) -> np.ndarray:
+    """Sums of block x block squares, (H // block, W // block); the few rows and columns left over
+    are dropped, half on each side. Cheap, and it leaves shrink_axis a small image."""
+    rows, columns = gray.shape[0] // block, gray.shape[1] // block
+    top, left = (gray.shape[0] % block) // 2, (gray.shape[1] % block) // 2
+    kept = gray[top: top + rows * block, left: left + columns * block]
+    dtype = np.uint16 if 255 * block * block <= np.iinfo(np.uint16).max else np.int64
+    row_sums = kept[0::block].astype(dtype)  # Strided adds: several times faster than reshape and sum.
+    for offset in range(1, block):
+        row_sums += kept[offset::block]
+    sums = row_sums[:, 0::block].copy()
+    for offset in range(1, block):
+        sums += row_sums[:, offset::block]
+    return sums
+
+
+def shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) uint8 to at most side x side by area averaging (a box filter), aspect kept.
+
+    Integer arithmetic throughout, so every machine and library version gives the same bytes (Pillow's
+    resize rounds differently from one release to the next).
+    """
+    height, width = gray.shape
+    factor = side / max(height, width)
+    new_height, new_width = max(1, round(height * factor)), max(1, round(width * factor))
+    block = max(1, min(height // new_height, width // new_width))
+    values = block_sums(gray, block) if block > 1 else gray.astype(np.int64)
+    columns = shrink_axis(values, new_width)  # (H, w), times W, in blocks.
+    both = shrink_axis(columns.T, new_height).T  # (h, w), times W * H.
+    divisor = block * block * values.shape[0] * values.shape[1]
+    return ((2 * both + divisor) // (2 * divisor)).astype(np.uint8)  # Rounded half up, exactly.
 
 
 def colour_distance(rgb: np.ndarray) -> np.ndarray:
@@ -165,7 +229,9 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
     """
     difference = rgb - fit_background(rgb)
-    return np.sqrt(np.einsum("hwc,hwc->hw", difference, difference) / 3)
+    # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
+    squares = difference[..., 0] ** 2 + difference[..., 1] ** 2 + difference[..., 2] ** 2
+    return np.sqrt(squares / 3)
 
 
 def garment_and_doubt(signal: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -174,8 +240,8 @@ def garment_and_doubt(signal: np.ndarray) -> tuple[np.ndarray, bool]:
     Doubt: the background is busy (its residue is a large share of the garment's contrast), or the
     garment touches three or four sides of the frame (clipped, or the frame is all garment).
     """
-    noise = float(np.percentile(border_pixels(signal), 90))
-    peak = float(np.percentile(signal, 99.5))
+    noise = nearest_rank(border_pixels(signal), 0.9)
+    peak = nearest_rank(signal.ravel(), 0.995)
     cleaned = np.clip((signal - noise - 4) * 255 / max(1.0, 255 - noise - 4), 0, 255)
     top, bottom, left, right = garment_box(cleaned)
     height, width = signal.shape
@@ -184,17 +250,16 @@ def garment_and_doubt(signal: np.ndarray) -> tuple[np.ndarray, bool]:
     # A print or a seam can be far brighter than the cloth: scaling by the brightest pixel would leave
     # the garment dim. Scale so the garment's bright part (the top tenth of what is not background) is white.
     lit = garment[garment > 0]
-    level = float(np.percentile(lit, GARMENT_WHITE)) if lit.size else 0.0
+    level = nearest_rank(lit, GARMENT_WHITE) if lit.size else 0.0
     garment = np.minimum(garment, level) if level > 0 else garment
     return garment, bool(noise > DOUBTFUL_NOISE * peak or touched >= 3)
 
 
 def colour_to_dataset_form(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     """(H, W, 3) uint8 photo to the model's (28, 28) uint8 frame and the segmentation's doubt."""
-    image = Image.fromarray(rgb)
-    if max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    distance = colour_distance(np.asarray(image, dtype=np.float32))
+    if max(rgb.shape[:2]) > WORK_SIDE:
+        rgb = np.stack([shrink(rgb[..., channel], WORK_SIDE) for channel in range(3)], axis=-1)
+    distance = colour_distance(rgb.astype(np.float32))
     garment, doubt = garment_and_doubt(distance)
     return centre_on_canvas(garment), doubt
 
@@ -203,10 +268,8 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
     """(H, W) uint8 grayscale to the model's (28, 28) uint8: light garment, trimmed, centred on black."""
     if gray.shape == (SIDE, SIDE) and not has_light_background(gray):
         return gray  # Already in the data set's form: pass it through, bit for bit.
-    image = Image.fromarray(gray)
-    if max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    signal = garment_signal(np.asarray(image, dtype=np.float32))
+    small = shrink(gray, WORK_SIDE) if max(gray.shape) > WORK_SIDE else gray
+    signal = garment_signal(small.astype(np.float32))
     top, bottom, left, right = garment_box(signal)
     return centre_on_canvas(signal[top:bottom, left:right])
 

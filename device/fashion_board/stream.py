@@ -10,6 +10,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from . import capture
 from .common import log, one_line
 from .preprocess import preprocess_with_doubt
 from .runtimes import Classifier, Runtime, top_predictions
@@ -33,6 +34,8 @@ class Options:
     as_json: bool
     verbose: bool
     batch_size: int
+    frames_dir: pathlib.Path | None = None  # --save-frames: keep each classified frame there, by answer.
+    original: object = None  # (name, load) -> (bytes, suffix) of the frame as it came (see capture).
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
@@ -119,24 +122,38 @@ def format_summary(summary: dict, as_json: bool) -> str:
     return text + f"; {summary['runtime']}"
 
 
+def keep_frame(result: Result, load, number: int, options: Options) -> None:
+    """--save-frames: the frame as it came, under the folder of its answer."""
+    if options.frames_dir is None:
+        return
+    stem = capture.frame_stem(result.path, number)
+    path = capture.save_frame(options.frames_dir, result.predictions[0].label, stem,
+                              options.original(result.path, load))
+    if options.verbose:
+        log(f"{result.path}: kept as {path}")
+
+
 def classify_sources(sources, classifier: Classifier, options: Options, runtime: Runtime) -> dict:
     """Classify every source, printing a line each, then the summary; Ctrl-C ends early."""
-    milliseconds, errors, batch, number = [], 0, [], 0
+    milliseconds, errors, batch, loads, number = [], 0, [], [], 0
     started = time.perf_counter()
 
     def flush():
         nonlocal errors
-        for result in classify_batch(batch, classifier, options):
+        for result, (load, load_number) in zip(classify_batch(batch, classifier, options), loads):
             print(format_result(result, options), flush=True)
             if result.error:
                 errors += 1
             else:
                 milliseconds.append(result.ms)
+                keep_frame(result, load, load_number, options)
         batch.clear()
+        loads.clear()
     try:
         for name, load in sources:
             number += 1
             batch.append((name, *prepare(name, load, options, number)))
+            loads.append((load, number))
             if len(batch) >= options.batch_size:
                 flush()
         flush()

@@ -1,25 +1,41 @@
 """The build from end to end: read the data, train, then convert, verify, report and bundle into a
 staging folder that is published whole, or kept aside when the gate refuses the int8 model."""
 
+import dataclasses
 import datetime
 import json
 import pathlib
 import shutil
 import time
 
+import numpy as np
+
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, quantization_report, report, train
+from edge_fashion.build import bundle, data, evaluate, photo_report, photos, quantization_report, report, train
 from converters import quantizers, tflite
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
 
 
-def representative_images(config: config_module.BuildConfig, dataset: data.Dataset):
-    """Calibration images from the training split (never validation or test), stratified and seeded."""
+def representative_images(config: config_module.BuildConfig, dataset: data.Dataset, photo_parts=None):
+    """(calibration images, how many of each source): from the training split (never validation or
+    test), stratified and seeded, and from the training photos in the share that training draws them."""
     split = train.make_split(config, dataset)
     count = min(config.representative_samples, len(split.train_labels))
-    return split.train_images[data.stratified_indices(split.train_labels, count, config.seed)]
+    frames = training_frames(photo_parts)
+    drawn = config.photo_weight * len(frames)
+    photo_count = min(len(frames), round(count * drawn / (len(split.train_labels) + drawn)))
+    fashion = split.train_images[data.stratified_indices(split.train_labels, count - photo_count, config.seed)]
+    chosen = np.random.default_rng(config.seed).permutation(len(frames))[:photo_count]
+    return np.concatenate([fashion, frames[chosen]]), {"fashion_mnist": len(fashion), "photos": photo_count}
+
+
+def training_frames(photo_parts) -> np.ndarray:
+    """(N, 28, 28) uint8 frames of the training photos; none without --photos."""
+    if photo_parts is None:
+        return np.zeros((0, 28, 28), np.uint8)
+    return photo_parts[0].frames[photo_parts[0].framed]
 
 
 def convert(config: config_module.BuildConfig, calibration, keras_model, progress) -> tuple[bytes, bytes]:
@@ -33,10 +49,10 @@ def convert(config: config_module.BuildConfig, calibration, keras_model, progres
 
 
 def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset, training: dict,
-                       stage: pathlib.Path, progress) -> dict:
+                       stage: pathlib.Path, progress, photo_parts=None) -> dict:
     """Write the TFLite models, the report and the device bundle into `stage`; return the report."""
     started = time.perf_counter()
-    calibration = representative_images(config, dataset)
+    calibration, calibration_sources = representative_images(config, dataset, photo_parts)
     float_content, int8_content = convert(config, calibration, training["model"], progress)
     bundle.atomic_write_bytes(stage / "model_float.tflite", float_content)
     bundle.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
@@ -48,6 +64,9 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     labels = list(data.LABELS)
     bundle.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
     result = make_report(config, dataset, training, verdict, stage, int8_content)
+    result["calibration"] = calibration_sources
+    if photo_parts is not None:
+        result["photos"] = held_out_report(config, photo_parts, float_content, int8_content, stage, progress)
     progress("Measuring the int8 error layer by layer")
     result["quantization_layers"] = quantization_report.layer_errors(training["model"], calibration, calibration[:100])
     result["timings"].update(convert_seconds=converted - started, verify_seconds=verified - converted)
@@ -66,6 +85,22 @@ def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes
     io_specs = result["int8_tensors"]["input"], result["int8_tensors"]["output"]
     manifest = bundle.manifest(int8_content, io_specs, list(data.LABELS), accuracy, cases)
     bundle.write_device_bundle(stage / "device", int8_content, list(data.LABELS), manifest)
+
+
+def held_out_report(config, photo_parts, float_content: bytes, int8_content: bytes, stage: pathlib.Path,
+                    progress) -> dict:
+    """report.json's `photos`: how the photos were used, and both models on the held-out ones."""
+    train_part, held_out = photo_parts
+    result = {"training": {"folders": [str(folder) for folder in config.photos], "train": len(train_part),
+                           "held_out": len(held_out), "photo_weight": config.photo_weight,
+                           "held_out_share": config.photo_held_out}}
+    if len(held_out):
+        section, sheet = photo_report.evaluate_photos(float_content, int8_content, held_out, config.photos,
+                                                      "photos_held_out.png")
+        report.save_png(sheet, stage / section["contact_sheet"])
+        progress("  " + photo_report.summary_line(section, "held-out photos:"))
+        result["held_out"] = section
+    return result
 
 
 def make_report(config, dataset, training, verdict, stage, int8_content) -> dict:
@@ -100,8 +135,14 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"({ratio:.2f}x)",
         f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s; "
         f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
+        *photo_lines(result),
         f"written to             {out_dir}/ (report.md, model_*.tflite); copy {out_dir / 'device'}/ to the board",
     ])
+
+
+def photo_lines(result: dict) -> list[str]:
+    section = result.get("photos", {}).get("held_out")
+    return [photo_report.summary_line(section, "held-out photos       ")] if section else []
 
 
 # The stages the commands chain: each takes the config and a progress callback, none prints.
@@ -111,10 +152,11 @@ def build(config: config_module.BuildConfig, progress) -> dict:
     """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
     started = time.perf_counter()
     dataset = load_data(config, progress)
-    training = run_training(config, dataset, progress)
+    photo_parts = load_photos(config, progress)
+    training = run_training(config, dataset, progress, photo_parts)
     stage = bundle.new_stage(config.out_dir)
     bundle.save_keras_atomically(training["model"], stage / "model.keras")
-    return finish(config, dataset, training, stage, started, progress)
+    return finish(config, dataset, training, stage, started, progress, photo_parts)
 
 
 def reconvert(config: config_module.BuildConfig, progress) -> dict:
@@ -122,14 +164,15 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
     started = time.perf_counter()
     training = read_training(config.out_dir)
     dataset = load_data(config, progress)
+    photo_parts = load_photos(config, progress)
     stage = bundle.new_stage(config.out_dir)
     (stage / "model.keras").write_bytes((config.out_dir / "model.keras").read_bytes())
-    return finish(config, dataset, training, stage, started, progress)
+    return finish(config, dataset, training, stage, started, progress, photo_parts)
 
 
 def train_only(config: config_module.BuildConfig, progress) -> dict:
     """Train and write OUT/model.keras and OUT/train.json; return what train.json holds."""
-    training = run_training(config, load_data(config, progress), progress)
+    training = run_training(config, load_data(config, progress), progress, load_photos(config, progress))
     bundle.save_keras_atomically(training.pop("model"), config.out_dir / "model.keras")
     bundle.atomic_write_json(config.out_dir / "train.json", training)
     return training
@@ -142,8 +185,23 @@ def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
     return dataset
 
 
-def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progress) -> dict:
+def load_photos(config: config_module.BuildConfig, progress):
+    """(training part, held-out part) of the --photos folders, stratified and seeded; None without them."""
+    if not config.photos:
+        return None
+    progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")
+    train_part, held_out = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed)
+    progress(f"  {len(train_part):,} photos to train on, {len(held_out):,} held out to report on")
+    return train_part, held_out
+
+
+def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progress, photo_parts=None) -> dict:
     split = train.make_split(config, dataset)
+    if photo_parts is not None:
+        frames = training_frames(photo_parts)
+        split = dataclasses.replace(split, photo_images=frames,
+                                    photo_labels=photo_parts[0].labels[photo_parts[0].framed])
+        progress(f"  each of {len(frames):,} photos drawn {config.photo_weight} times an epoch")
     progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
     result = train.train(config, split)
     progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
@@ -177,11 +235,11 @@ def read_models(out_dir: pathlib.Path):
 
 
 def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: dict, stage: pathlib.Path,
-           started: float, progress) -> dict:
+           started: float, progress, photo_parts=None) -> dict:
     """Convert, verify, report and bundle in `stage`; publish it and return the report, or keep it
     aside and raise GateError if int8 is refused."""
     try:
-        result = convert_and_verify(config, dataset, training, stage, progress)
+        result = convert_and_verify(config, dataset, training, stage, progress, photo_parts)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -194,3 +252,21 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: d
     bundle.atomic_write_json(stage / "report.json", result)
     bundle.publish(stage, config.out_dir)
     return result
+
+
+def evaluate_photos(config: config_module.BuildConfig, float_content: bytes, int8_content: bytes, progress) -> dict:
+    """Both models of the build in OUT on every photo of the --photos folders; the figures and the
+    contact sheet go into OUT's report (report.json `photos.evaluated`, report.md)."""
+    out_dir = config.out_dir
+    if not (out_dir / "report.json").is_file():
+        raise ValueError(f"{out_dir / 'report.json'} not found: run `edge-fashion build --out {out_dir}` first")
+    progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")
+    every = photos.read_photos(config.photos, progress)
+    section, sheet = photo_report.evaluate_photos(float_content, int8_content, every, config.photos,
+                                                  "photos_evaluated.png")
+    result = json.loads((out_dir / "report.json").read_text())
+    result.setdefault("photos", {})["evaluated"] = section
+    report.save_png(sheet, out_dir / section["contact_sheet"])
+    bundle.atomic_write_text(out_dir / "report.md", report.markdown(result, list(data.LABELS)))
+    bundle.atomic_write_json(out_dir / "report.json", result)
+    return section

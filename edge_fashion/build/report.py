@@ -7,7 +7,7 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion.build import bundle, evaluate, quantization_report
+from edge_fashion.build import bundle, evaluate, photo_report, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.
@@ -90,6 +90,8 @@ def markdown(report: dict, labels: list[str]) -> str:
     lines += ["", "## Confusion matrix (int8)", "", "![confusion matrix](confusion_int8.png)", "",
               "## Misclassified test images (int8; true in green, predicted in red)", "",
               "![misclassified](misclassified_int8.png)", ""]
+    if report.get("photos"):
+        lines += [photo_report.markdown(report["photos"])]
     if report.get("quantization_layers"):
         lines += ["## int8 error per layer", "", quantization_report.markdown(report["quantization_layers"])]
     return "\n".join(lines)

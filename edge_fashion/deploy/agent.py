@@ -12,6 +12,9 @@ stdin. So it imports only the standard library and runs on Python 3.7 or newer. 
                        DIR/requirements.txt into it
     self-test DIR [PYTHON]   run DIR/classify.py --self-test with PYTHON if given, else
                        DIR/.venv/bin/python if present, else the python running this
+    frames DIR         (for `edge-fashion pull`) the size and sha256 of every image file under DIR,
+                       hidden ones left out; DIR must exist
+    send DIR           read a JSON line [NAME, ...] and answer each file's bytes, base64-encoded
 
 Each answers one JSON object on stdout. An error it can explain ends it with exit status 3 and
 one line on stderr, "edge-fashion deploy: <what went wrong>".
@@ -19,6 +22,7 @@ one line on stderr, "edge-fashion deploy: <what went wrong>".
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import json
@@ -31,6 +35,8 @@ import typing
 ERROR_EXIT = 3
 ERROR_PREFIX = "edge-fashion deploy: "
 BLOCK_BYTES = 1 << 20  # Reads and writes go in blocks of 1 MiB; a Pi Zero has 512 MB.
+# What classify.py reads and --save-frames writes (fashion_board/sources.py's list).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 
 
 class AgentError(Exception):
@@ -40,8 +46,12 @@ class AgentError(Exception):
 def main(arguments: list[str]) -> None:
     action, directory, rest = arguments[0], arguments[1], arguments[2:]
     try:
-        folder = open_folder(directory)
-        if action == "list":
+        folder = existing_folder(directory) if action in ("frames", "send") else open_folder(directory)
+        if action == "frames":
+            answer = {"files": list_frames(folder)}
+        elif action == "send":
+            answer = {"files": send(folder, json.loads(sys.stdin.buffer.readline()))}
+        elif action == "list":
             answer = {"sha256": {name: file_sha256(folder / name) for name in rest}}
         elif action == "receive":
             answer = {"received": receive(folder, sys.stdin.buffer)}
@@ -71,6 +81,31 @@ def open_folder(directory: str) -> pathlib.Path:
         raise AgentError(f"{directory} is a file, not a folder: name a folder to deploy into")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def existing_folder(directory: str) -> pathlib.Path:
+    folder = pathlib.Path(directory).expanduser()
+    if not folder.is_dir():
+        raise AgentError(f"{directory}: no such folder (classify.py --save-frames makes it)")
+    return folder
+
+
+def list_frames(folder: pathlib.Path) -> dict:
+    """{relative name: {size, sha256}} of the image files under folder, hidden files and folders left out."""
+    found = {}
+    for root, folders, files in os.walk(str(folder)):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            path = pathlib.Path(root, name)
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size,
+                                                              "sha256": file_sha256(path)}
+    return found
+
+
+def send(folder: pathlib.Path, names: list) -> dict:
+    """{name: base64 of its bytes} for the named files under folder."""
+    return {name: base64.b64encode(bundle_path(folder, name).read_bytes()).decode("ascii") for name in names}
 
 
 def file_sha256(path: pathlib.Path) -> str | None:
