@@ -84,3 +84,13 @@ def test_training_pipeline_uses_it_and_stays_repeatable(batch):
     assert np.array_equal(first_batch(), first_batch())
     plain = dataclasses.replace(config, augment_camera=0.0)
     assert not np.array_equal(first_batch(), next(iter(train.training_dataset(plain, split)))[0].numpy())
+
+
+def test_camera_preset_trains_through_the_cli(tmp_path, data_dir):
+    from conftest import run_cli
+
+    assert config_module.make_config("camera").augment_camera > 0
+    out = tmp_path / "build"
+    run_cli("train", "--preset", "camera", "--epochs", "1", "--train-limit", "500", "--data-dir", str(data_dir),
+            "--out", str(out))
+    assert (out / "model.keras").is_file()
