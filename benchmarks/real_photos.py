@@ -171,15 +171,36 @@ def train_one(name: str, seed: int, overrides: dict, dataset, photo_sets: dict, 
     frames, labels, unsure = photo_sets["choosing"]
     record.update(photo_figures(evaluate.run_keras(result.model, frames), labels, unsure, "choosing"))
     if report:
-        float_content = tflite.to_float(result.model)
-        int8_content = tflite.to_int8(result.model, pipeline.representative_images(config, dataset), config.io_dtype)
-        verdict = evaluate.verify(result.model, float_content, int8_content, dataset.test_images, dataset.test_labels)
-        record.update({"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
-                       "drop_points": verdict.drop_points})
-        frames, labels, unsure = photo_sets["reporting"]
-        record.update(photo_figures(evaluate.run_tflite(int8_content, frames), labels, unsure, "reporting_int8"))
-        record.update(photo_figures(evaluate.run_tflite(float_content, frames), labels, unsure, "reporting_float"))
+        record.update(final_figures(config, dataset, result.model, photo_sets))
     return record
+
+
+def final_figures(config, dataset, model, photo_sets: dict) -> dict:
+    """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8."""
+    float_content = tflite.to_float(model)
+    calibration, _ = pipeline.representative_images(config, dataset)
+    int8_content = tflite.to_int8(model, calibration, config.io_dtype)
+    verdict = evaluate.verify(model, float_content, int8_content, dataset.test_images, dataset.test_labels)
+    record = {"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
+              "drop_points": verdict.drop_points}
+    frames, labels, unsure = photo_sets["reporting"]
+    record.update(photo_figures(evaluate.run_tflite(int8_content, frames), labels, unsure, "reporting_int8"))
+    record.update(photo_figures(evaluate.run_tflite(float_content, frames), labels, unsure, "reporting_float"))
+    return record
+
+
+def command_report(arguments) -> None:
+    """The final figures of a model saved by `train --save` (trained with --seed and --set as given)."""
+    import keras  # noqa: PLC0415
+
+    sets, dataset = photo_sets(), data.load_fashion_mnist()
+    config = config_module.make_config("default", seed=arguments.seed, **accuracy.parse_overrides(arguments.set))
+    model = keras.saving.load_model(arguments.model)
+    record = {"kind": "train", "name": arguments.name, "seed": arguments.seed, "overrides": accuracy.parse_overrides(arguments.set)}
+    frames, labels, unsure = sets["choosing"]
+    record.update(photo_figures(evaluate.run_keras(model, frames), labels, unsure, "choosing"))
+    record.update(final_figures(config, dataset, model, sets))
+    append(record)
 
 
 def photo_sets() -> dict:
@@ -224,6 +245,11 @@ def parse_arguments(argv=None):
     trainer.add_argument("--report", action="store_true",
                          help="also the final figures: the reporting part and Fashion-MNIST's test set, int8")
     trainer.add_argument("--save", type=pathlib.Path, help="folder for the trained Keras models")
+    reporter = commands.add_parser("report", help="the final figures of a saved model")
+    reporter.add_argument("--name", required=True)
+    reporter.add_argument("--seed", type=int, required=True, help="the seed it was trained with")
+    reporter.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="its config overrides")
+    reporter.add_argument("model", type=pathlib.Path)
     evaluator = commands.add_parser("evaluate", help="saved Keras models on the choosing part (preprocessing variants)")
     evaluator.add_argument("--name", required=True, help="what the preprocessing variant is called in the log")
     evaluator.add_argument("models", type=pathlib.Path, nargs="+")
@@ -232,7 +258,7 @@ def parse_arguments(argv=None):
 
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
-    {"frames": command_frames, "train": command_train, "evaluate": command_evaluate}[arguments.command](arguments)
+    {"frames": command_frames, "train": command_train, "evaluate": command_evaluate, "report": command_report}[arguments.command](arguments)
 
 
 if __name__ == "__main__":
