@@ -27,6 +27,8 @@ JSON object per line instead; this schema is stable:
                  "ms_p95": float|null, "fps": float|null, "runtime": str}}
     {"self_test": {"passed": bool, "cases": int, "failures": [str, ...],
                    "max_difference": float, "runtime": str, "load_ms": float, "inference_ms": float}}
+`unsure` is true when the best score is below --threshold, or when the preprocessing doubted where
+the garment is in a colour photo (a busy background, or a garment touching three sides of the frame).
 `ms` is the image's own decode, preprocessing and inference time. Each line is printed as soon as
 its image is classified. Images that would need more than 48 MB to decode are refused with an
 error line, before decoding (device/README.md, "Memory").

@@ -12,7 +12,7 @@ from PIL import Image
 
 from . import capture
 from .common import log, one_line
-from .preprocess import preprocess
+from .preprocess import preprocess_with_doubt
 from .runtimes import Classifier, Runtime, top_predictions
 
 
@@ -22,6 +22,7 @@ class Result:
     predictions: list  # Prediction, best first; empty when error is set.
     ms: float = 0.0
     error: str = ""
+    doubtful_cut: bool = False  # The preprocessing was unsure where the garment is.
 
 
 @dataclasses.dataclass
@@ -37,25 +38,25 @@ class Options:
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
-    """(pixels or None, error, milliseconds) for one source; errors stay with their source."""
+    """(pixels or None, error, milliseconds, doubtful cut) for one source; errors stay with their source."""
     started = time.perf_counter()
     try:
         image = load(options.roi is None)
         decoded = time.perf_counter()
-        pixels = preprocess(image, options.roi)
+        pixels, doubtful_cut = preprocess_with_doubt(image, options.roi)
     except Exception as error:  # Pillow raises many types on malformed files: fail this file only.
-        return None, one_line(error), 1000 * (time.perf_counter() - started)
+        return None, one_line(error), 1000 * (time.perf_counter() - started), False
     finished = time.perf_counter()
     if options.verbose:
         log(f"{name}: decode {1000 * (decoded - started):.2f} ms, preprocess {1000 * (finished - decoded):.2f} ms")
     if options.save_dir is not None:
         stem = pathlib.Path(name).stem.replace(":", "_") or "stdin"
         Image.fromarray(pixels).save(options.save_dir / f"{number:05d}_{stem}.png")
-    return pixels, "", 1000 * (finished - started)
+    return pixels, "", 1000 * (finished - started), doubtful_cut
 
 
 def classify_batch(batch: list, classifier: Classifier, options: Options) -> list:
-    """Results for [(name, pixels or None, error, ms)], one interpreter call for all good images."""
+    """Results for [(name, pixels or None, error, ms, doubtful cut)], one interpreter call for all good images."""
     good = [entry for entry in batch if entry[1] is not None]
     share = 0.0
     if good:
@@ -66,12 +67,12 @@ def classify_batch(batch: list, classifier: Classifier, options: Options) -> lis
             log(f"inference {share * len(good):.2f} ms for a batch of {len(good)}")
     rows = iter(scores if good else [])
     results = []
-    for name, pixels, error, ms in batch:
+    for name, pixels, error, ms, doubtful_cut in batch:
         if pixels is None:
             results.append(Result(name, [], ms, error))
         else:
             predictions = top_predictions(next(rows), classifier.labels, options.top_k)
-            results.append(Result(name, predictions, ms + share))
+            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut))
     return results
 
 
@@ -81,7 +82,8 @@ def format_result(result: Result, options: Options) -> str:
             return json.dumps({"path": result.path, "error": result.error})
         return f"{result.path}\terror: {result.error}"
     best = result.predictions[0]
-    unsure = best.score < options.threshold
+    # Unsure: the model's confidence is below --threshold, or the preprocessing doubted its cut.
+    unsure = best.score < options.threshold or result.doubtful_cut
     if options.as_json:
         return json.dumps({
             "path": result.path, "label": best.label, "index": best.index, "score": round(best.score, 6),

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_fashion import config as config_module
+from edge_fashion.build import augment as augment_module
 from edge_fashion.build import data
 from edge_fashion.build import model as model_module
 
@@ -131,8 +132,10 @@ def mixup(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
 
 
 def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor):
-    seeds = tf.random.experimental.stateless_split(seed, 3)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
     shift_seed, flip_seed, mixup_seed = seeds[0], seeds[1], seeds[2]
+    if config.augment_camera > 0:
+        images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3])
     if config.shift_pixels > 0:
         images = shift(images, config.shift_pixels, shift_seed)
     if config.flip:

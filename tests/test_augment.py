@@ -1,0 +1,96 @@
+"""Camera augmentation (edge_fashion/build/augment.py) on real Fashion-MNIST images."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from edge_fashion import config as config_module
+from edge_fashion.build import augment, data, train
+
+SHOES = (5, 7, 9)
+
+
+@pytest.fixture(scope="module")
+def batch(data_dir):
+    dataset = data.load_fashion_mnist(data_dir)
+    chosen = data.stratified_indices(dataset.train_labels, 200, 3)
+    return dataset.train_images[chosen].astype(np.float32), dataset.train_labels[chosen].astype(np.int64)
+
+
+def seed(number: int) -> tf.Tensor:
+    return tf.constant([number, 0], dtype=tf.int64)
+
+
+def camera(images, labels, number=1, **overrides):
+    config = config_module.make_config(**{"augment_camera": 1.0, **overrides})
+    return augment.camera(tf.constant(images), tf.constant(labels), config, seed(number)).numpy()
+
+
+def test_shape_dtype_range_and_full_brightness(batch):
+    images, labels = batch
+    changed = camera(images, labels)
+    assert changed.shape == images.shape and changed.dtype == np.float32
+    assert changed.min() >= 0 and changed.max() <= 255.001
+    # The board stretches every frame to full brightness; so does the augmentation.
+    assert np.allclose(changed.reshape(len(changed), -1).max(axis=1), 255, atol=0.01)
+    assert not np.allclose(changed, images)
+
+
+def test_same_seed_same_images_other_seed_other_images(batch):
+    images, labels = batch
+    assert np.array_equal(camera(images, labels, 5), camera(images, labels, 5))
+    assert not np.array_equal(camera(images, labels, 5), camera(images, labels, 6))
+
+
+def test_off_changes_nothing_and_the_share_is_respected(batch):
+    images, labels = batch
+    config = config_module.make_config(augment_camera=0.0)
+    assert np.array_equal(augment.camera(tf.constant(images), tf.constant(labels), config, seed(1)), images)
+    half = camera(images, labels, augment_camera=0.5)
+    untouched = np.mean([np.array_equal(before, after) for before, after in zip(images, half)])
+    assert 0.3 < untouched < 0.7
+
+
+def mirrored_share(images, labels, classes, flip_classes) -> float:
+    """Share of the images of `classes` that the geometry alone mirrored (no zoom, shift or turn)."""
+    config = config_module.make_config(augment_camera=1.0, augment_zoom=1.0, augment_shift=0.0,
+                                       augment_rotation=0.0, augment_flip_classes=flip_classes)
+    warped = augment.geometry(tf.constant(images), tf.constant(labels), config, seed(2)).numpy()
+    members = np.isin(labels, classes)
+    mirrored = [np.allclose(after, before[:, ::-1], atol=1e-3) and not np.allclose(after, before, atol=1e-3)
+                for before, after in zip(images[members], warped[members])]
+    return float(np.mean(mirrored))
+
+
+def test_flips_only_the_allowed_classes(batch):
+    images, labels = batch
+    default = config_module.BuildConfig().augment_flip_classes
+    assert not set(default) & set(SHOES)
+    assert mirrored_share(images, labels, SHOES, default) == 0
+    assert 0.25 < mirrored_share(images, labels, default, default) < 0.75
+    assert 0.25 < mirrored_share(images, labels, SHOES, tuple(range(10))) < 0.75
+
+
+def test_training_pipeline_uses_it_and_stays_repeatable(batch):
+    images, labels = batch
+    split = train.Split(images.astype(np.uint8), labels.astype(np.uint8), images[:10].astype(np.uint8),
+                        labels[:10].astype(np.uint8))
+    config = dataclasses.replace(config_module.make_config(augment_camera=1.0), batch_size=50)
+
+    def first_batch():
+        return next(iter(train.training_dataset(config, split)))[0].numpy()
+    assert np.array_equal(first_batch(), first_batch())
+    plain = dataclasses.replace(config, augment_camera=0.0)
+    assert not np.array_equal(first_batch(), next(iter(train.training_dataset(plain, split)))[0].numpy())
+
+
+def test_camera_preset_trains_through_the_cli(tmp_path, data_dir):
+    from conftest import run_cli
+
+    assert config_module.make_config("camera").augment_camera > 0
+    out = tmp_path / "build"
+    run_cli("train", "--preset", "camera", "--epochs", "1", "--train-limit", "500", "--data-dir", str(data_dir),
+            "--out", str(out))
+    assert (out / "model.keras").is_file()

@@ -1,0 +1,66 @@
+"""The board's colour cut on real phone photos (tests/preprocess_photos/, from ../shared/photos, CC0) and the
+segmentation's doubt in classify.py's JSON."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from edge_fashion import device_files
+
+PHOTOS = REPO / "tests" / "preprocess_photos"
+# Garments that differ from their background more in colour than in brightness: grey pullover on a
+# pink bed, grey shirt on pink, grey-blue trousers on a beige floor. Grey alone loses most of them.
+CLEAR = ["pullover-ceaa1a39.jpg", "shirt-41aa66b1.jpg", "trouser-445ec205.jpg"]
+# Garments on a red rug with lighting that falls off towards the corners: a busy border, so doubted.
+DOUBTED = ["t-shirt-top-be0c33d8.jpg", "dress-08e1576e.jpg", "trouser-dd8e154b.jpg"]
+
+
+@pytest.fixture(scope="module")
+def preprocess():
+    return device_files.board_module("preprocess")
+
+
+def frame_of(preprocess, name: str) -> tuple[np.ndarray, bool]:
+    return preprocess.preprocess_with_doubt(preprocess.decode(PHOTOS / name, use_draft=True), None)
+
+
+def lit_extent(frame: np.ndarray) -> tuple[float, int]:
+    """Share of the frame that is garment (over 64), and the longest side of the garment's box."""
+    rows, columns = np.flatnonzero((frame > 64).any(axis=1)), np.flatnonzero((frame > 64).any(axis=0))
+    return float((frame > 64).mean()), max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
+
+
+@pytest.mark.parametrize("name", CLEAR)
+def test_colour_cut_keeps_the_whole_garment_and_is_sure(preprocess, name):
+    frame, doubtful = frame_of(preprocess, name)
+    share, longest = lit_extent(frame)
+    assert frame.shape == (28, 28) and frame.dtype == np.uint8 and frame.max() == 255
+    assert share > 0.3 and longest >= 26 and not doubtful
+    gray = preprocess.to_dataset_form(preprocess.to_grayscale(preprocess.decode(PHOTOS / name, use_draft=True)))
+    assert lit_extent(gray)[0] < share  # What grey alone made of it: less of the garment.
+
+
+@pytest.mark.parametrize("name", DOUBTED)
+def test_a_busy_border_makes_the_cut_doubtful(preprocess, name):
+    frame, doubtful = frame_of(preprocess, name)
+    assert doubtful and frame.max() == 255
+
+
+def test_grey_and_data_set_images_are_never_doubted(preprocess):
+    grey = Image.open(PHOTOS / CLEAR[0]).convert("L")
+    assert preprocess.preprocess_with_doubt(grey, None)[1] is False
+    small = Image.fromarray(np.asarray(grey.resize((28, 28))))
+    assert preprocess.preprocess_with_doubt(small.convert("RGB"), None)[1] is False
+
+
+def test_classify_json_says_unsure_for_a_doubtful_cut(device_python, tiny_build, tmp_path):
+    result = subprocess.run([str(device_python), str(tiny_build / "device" / "classify.py"), str(PHOTOS),
+                             "--json", "--threshold", "0"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    unsure = {line["path"].rsplit("/", 1)[-1]: line["unsure"] for line in lines if "path" in line}
+    assert unsure == {**{name: False for name in CLEAR}, **{name: True for name in DOUBTED}}
