@@ -93,4 +93,4 @@ def test_camera_preset_trains_through_the_cli(tmp_path, data_dir):
     out = tmp_path / "build"
     run_cli("train", "--preset", "camera", "--epochs", "1", "--train-limit", "500", "--data-dir", str(data_dir),
             "--out", str(out))
-    assert (out / "model.keras").is_file()
+    assert (out / "trained" / "model.keras").is_file()  # What `train` leaves for `convert`.

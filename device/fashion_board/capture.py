@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import threading
 import time
 
 JPEG_QUALITY = 92  # Camera frames: high enough that what is kept is what the model saw.
@@ -18,7 +19,23 @@ JPEG_QUALITY = 92  # Camera frames: high enough that what is kept is what the mo
 
 def folder_name(label: str) -> str:
     """The class folder of a label, as `--photos` reads it: 'T-shirt/top' -> 'T-shirt-top'."""
-    return label.replace("/", "-")
+    name = label.replace("/", "-").replace("\\", "-").strip(". ")
+    return name or "unnamed"
+
+
+def write_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Write under a temporary name, fsync, rename: a reader never sees half a file. The temporary
+    name holds the thread too: the live page's clients capture from threads of their own."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(partial, "wb") as output:
+            output.write(data)
+            output.flush()
+            os.fsync(output.fileno())
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
 
 
 def camera_original(name: str, load) -> tuple[bytes, str]:
@@ -58,14 +75,5 @@ def save_frame(folder: pathlib.Path, label: str, stem: str, original: tuple[byte
     target_folder = folder / folder_name(label)
     target_folder.mkdir(parents=True, exist_ok=True)
     path = free_path(target_folder, stem, suffix)
-    partial = target_folder / f".{path.name}.partial-{os.getpid()}"
-    try:
-        with partial.open("wb") as output:
-            output.write(content)
-            output.flush()
-            os.fsync(output.fileno())
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    write_atomically(path, content)
     return path

@@ -23,6 +23,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from . import capture
+
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)  # Seconds per frame.
 FPS_WINDOW_SECONDS = 2.0  # Frames per second are counted over this much of the recent past.
 JPEG_QUALITY = 80  # For frames that were not JPEG already (PNG files, camera frames).
@@ -44,26 +46,6 @@ class Frame:
 def escape_label(text: str) -> str:
     """A Prometheus label value: backslash, double quote and newline escaped."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def label_folder(label: str) -> str:
-    """The folder name of one of the model's labels, as `edge-fashion build --photos` reads them."""
-    name = label.replace("/", "-").replace("\\", "-").strip(". ")
-    return name or "unnamed"
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Write under a temporary name, fsync, rename: a reader never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(partial, "wb") as output:
-            output.write(data)
-            output.flush()
-            os.fsync(output.fileno())
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
 
 
 class LiveState:
@@ -202,17 +184,17 @@ class LiveState:
         frame, number = self.frame, next(self.capture_numbers)
         if frame is None:
             raise LookupError("no frame to capture yet")
-        folder = self.captures / label_folder(label)  # From the model's own label, never the client's text.
+        folder = self.captures / capture.folder_name(label)  # From the model's own label, never the client's text.
         folder.mkdir(parents=True, exist_ok=True)
         data, extension = raw_bytes(frame)
         stem = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}-{number:05d}"
         record = {"file": stem + extension, "label": label, "source": frame.name, "frame": frame.number,
                   "prediction": self.describe(frame)["top"], "error": frame.result.error}
-        write_atomically(folder / f"{stem}.json", (json.dumps(record) + "\n").encode())
-        write_atomically(folder / (stem + extension), data)
+        capture.write_atomically(folder / f"{stem}.json", (json.dumps(record) + "\n").encode())
+        capture.write_atomically(folder / (stem + extension), data)
         with self.changed:
             self.captured += 1
-        return {"saved": f"{label_folder(label)}/{stem}{extension}", **record}
+        return {"saved": f"{capture.folder_name(label)}/{stem}{extension}", **record}
 
 
 def raw_bytes(frame: Frame) -> tuple:
