@@ -10,9 +10,12 @@ Usage (from the repository root):
     python benchmarks/real_photos.py frames --sheet /tmp/frames.png     # preprocessing figures, a contact sheet
     python benchmarks/real_photos.py train --name base10 --set epochs=10
     python benchmarks/real_photos.py train --name final --seeds 42 43 44 --report
+    python benchmarks/real_photos.py photos --name w40 --folds 0 1 --set epochs=10 augment_camera=0.3 photo_weight=40
+    python benchmarks/real_photos.py photos --name w40-final --report --set augment_camera=0.3 photo_weight=40
 """
 
 import argparse
+import dataclasses
 import datetime
 import io
 import json
@@ -30,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from edge_fashion import config as config_module  # noqa: E402
 from edge_fashion import device_files  # noqa: E402
-from edge_fashion.build import data, evaluate, pipeline, train  # noqa: E402
+from edge_fashion.build import data, evaluate, photos, pipeline, train  # noqa: E402
 from converters import tflite  # noqa: E402
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser)
 
@@ -232,6 +235,66 @@ def command_train(arguments) -> None:
         append(train_one(arguments.name, seed, overrides, dataset, sets, arguments.report, arguments.save))
 
 
+FOLD_COUNT = 3  # Folds of the choosing part for levers of `build --photos`: train on two thirds, measure on one.
+
+
+def choosing_folds(labels: np.ndarray) -> np.ndarray:
+    """Each choosing photo's fold (0..FOLD_COUNT-1), stratified by class, drawn with SPLIT_SEED."""
+    generator = np.random.default_rng(SPLIT_SEED)
+    folds = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = generator.permutation(np.flatnonzero(labels == label))
+        folds[members] = np.arange(len(members)) % FOLD_COUNT
+    return folds
+
+
+def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray):
+    """The training split with these photo frames mixed in, as `build --photos` does (frames the
+    board could not make, all zeros here, are left out as the build leaves them out)."""
+    framed = frames.reshape(len(frames), -1).max(axis=1) > 0
+    split = dataclasses.replace(train.make_split(config, dataset), photo_images=frames[framed],
+                                photo_labels=labels[framed].astype(np.uint8))
+    part = photos.Photos(frames[framed], labels[framed].astype(np.uint8), (), ("",) * int(framed.sum()))
+    return split, (part, None)
+
+
+def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold: int | None) -> dict:
+    """A build with photos: trained on the choosing part less one fold and measured on that fold, or
+    (fold None) trained on the whole choosing part and measured on the reporting part."""
+    config = config_module.make_config("default", seed=seed, **overrides)
+    frames, labels, unsure = sets["choosing"]
+    folds = choosing_folds(labels)
+    training = folds != fold if fold is not None else np.ones(len(labels), dtype=bool)
+    split, photo_parts = with_photos(config, dataset, frames[training], labels[training])
+    result = train.train(config, split)
+    record = {"kind": "photos", "name": name, "seed": seed, "fold": fold, "overrides": overrides,
+              "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
+              "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds}
+    if fold is not None:
+        measured = ~training
+        record.update(photo_figures(evaluate.run_keras(result.model, frames[measured]), labels[measured],
+                                    unsure[measured], "held_fold"))
+        return record
+    float_content = tflite.to_float(result.model)
+    calibration, _ = pipeline.representative_images(config, dataset, photo_parts)
+    int8_content = tflite.to_int8(result.model, calibration, config.io_dtype)
+    verdict = evaluate.verify(result.model, float_content, int8_content, dataset.test_images, dataset.test_labels)
+    record.update({"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
+                   "drop_points": verdict.drop_points})
+    frames, labels, unsure = sets["reporting"]
+    record.update(photo_figures(evaluate.run_tflite(int8_content, frames), labels, unsure, "reporting_int8"))
+    record.update(photo_figures(evaluate.run_tflite(float_content, frames), labels, unsure, "reporting_float"))
+    return record
+
+
+def command_photos(arguments) -> None:
+    sets, dataset = photo_sets(), data.load_fashion_mnist()
+    overrides = accuracy.parse_overrides(arguments.set)
+    for seed in arguments.seeds:
+        for fold in (arguments.folds if not arguments.report else [None]):
+            append(photos_one(arguments.name, seed, overrides, dataset, sets, fold))
+
+
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -253,12 +316,21 @@ def parse_arguments(argv=None):
     evaluator = commands.add_parser("evaluate", help="saved Keras models on the choosing part (preprocessing variants)")
     evaluator.add_argument("--name", required=True, help="what the preprocessing variant is called in the log")
     evaluator.add_argument("models", type=pathlib.Path, nargs="+")
+    with_photos_parser = commands.add_parser("photos", help="build --photos levers: in folds of the choosing part, or --report")
+    with_photos_parser.add_argument("--name", required=True)
+    with_photos_parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    with_photos_parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLD_COUNT)),
+                                    help=f"folds to hold out in turn (0..{FOLD_COUNT - 1})")
+    with_photos_parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    with_photos_parser.add_argument("--report", action="store_true",
+                                    help="train on the whole choosing part; measure the reporting part and the test set")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
-    {"frames": command_frames, "train": command_train, "evaluate": command_evaluate, "report": command_report}[arguments.command](arguments)
+    {"frames": command_frames, "train": command_train, "evaluate": command_evaluate, "report": command_report,
+     "photos": command_photos}[arguments.command](arguments)
 
 
 if __name__ == "__main__":
