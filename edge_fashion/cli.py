@@ -74,6 +74,20 @@ def build_options(function):
     return function
 
 
+def ssh_options(function):
+    """How to reach a board over ssh, for deploy and pull: they fill deploy's Target."""
+    options = [
+        click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22]."),
+        click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+                     help="The private key to log in with (ssh -i)."),
+        click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+                     help="An ssh_config file to read instead of ~/.ssh/config (ssh -F)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def make_config(**options) -> config_module.BuildConfig:
     options["photos"] = tuple(options.get("photos") or ()) or None  # Left out: the preset's (none).
     try:
@@ -217,11 +231,7 @@ def evaluate(**options):
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
               default=config_module.BuildConfig().out_dir / "device", show_default=True,
               help="The bundle to copy: a build's device/ folder, a run (OUT/runs/NAME), OUT/latest or OUT.")
-@click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
-@click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-              help="The private key to log in with (ssh -i).")
-@click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-              help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
+@ssh_options
 @click.option("--python", help="The target's Python [default: python3; the self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
@@ -317,11 +327,7 @@ def runs_command(out_dir, keep):
 @cli.command("pull")
 @click.argument("target")
 @click.argument("folder", type=click.Path(path_type=pathlib.Path, file_okay=False))
-@click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22].")
-@click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-              help="The private key to log in with (ssh -i).")
-@click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-              help="An ssh_config file to read instead of ~/.ssh/config (ssh -F).")
+@ssh_options
 @click.option("--python", help="The target's Python [default: python3].")
 @user_errors
 def pull_command(target, folder, **options):
