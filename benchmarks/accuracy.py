@@ -44,10 +44,11 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def append(record: dict) -> None:
+def append(record: dict, log: pathlib.Path = LOG) -> None:
+    """Stamp the record, append it to the JSON-lines log and print it."""
     record["logged_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     record["load_average"] = os.getloadavg()[0]
-    with LOG.open("a") as handle:
+    with log.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
     print(json.dumps(record), flush=True)
 

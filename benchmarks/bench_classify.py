@@ -19,7 +19,6 @@ Prints a Markdown table and writes the figures as JSON (--out).
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import subprocess

@@ -16,9 +16,7 @@ Usage (from the repository root):
 
 import argparse
 import dataclasses
-import datetime
 import io
-import json
 import os
 import pathlib
 import sys
@@ -95,11 +93,7 @@ def photo_figures(probabilities: np.ndarray, labels: np.ndarray, unsure: np.ndar
 
 
 def append(record: dict) -> None:
-    record["logged_at"] = datetime.datetime.now().isoformat(timespec="seconds")
-    record["load_average"] = os.getloadavg()[0]
-    with LOG.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    accuracy.append(record, LOG)
 
 
 def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns: int = 12) -> None:
@@ -178,10 +172,11 @@ def train_one(name: str, seed: int, overrides: dict, dataset, photo_sets: dict, 
     return record
 
 
-def final_figures(config, dataset, model, photo_sets: dict) -> dict:
-    """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8."""
+def final_figures(config, dataset, model, photo_sets: dict, photo_parts=None) -> dict:
+    """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8;
+    calibrated as `build` does, on the training photos too when photo_parts are given."""
     float_content = tflite.to_float(model)
-    calibration, _ = pipeline.representative_images(config, dataset)
+    calibration, _ = pipeline.representative_images(config, dataset, photo_parts)
     int8_content = tflite.to_int8(model, calibration, config.io_dtype)
     verdict = evaluate.verify(model, float_content, int8_content, dataset.test_images, dataset.test_labels)
     record = {"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
@@ -275,15 +270,7 @@ def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold:
         record.update(photo_figures(evaluate.run_keras(result.model, frames[measured]), labels[measured],
                                     unsure[measured], "held_fold"))
         return record
-    float_content = tflite.to_float(result.model)
-    calibration, _ = pipeline.representative_images(config, dataset, photo_parts)
-    int8_content = tflite.to_int8(result.model, calibration, config.io_dtype)
-    verdict = evaluate.verify(result.model, float_content, int8_content, dataset.test_images, dataset.test_labels)
-    record.update({"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
-                   "drop_points": verdict.drop_points})
-    frames, labels, unsure = sets["reporting"]
-    record.update(photo_figures(evaluate.run_tflite(int8_content, frames), labels, unsure, "reporting_int8"))
-    record.update(photo_figures(evaluate.run_tflite(float_content, frames), labels, unsure, "reporting_float"))
+    record.update(final_figures(config, dataset, result.model, sets, photo_parts))
     return record
 
 

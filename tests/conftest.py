@@ -52,3 +52,14 @@ def device_python() -> pathlib.Path:
     import device_venv
 
     return device_venv.ensure_device_venv(REPO)
+
+
+@pytest.fixture(scope="module")
+def ssh_server(tmp_path_factory):
+    """A real OpenSSH server on loopback (tests/sshd.py), one per test module."""
+    import sshd
+
+    if not sshd.SSHD.exists():
+        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
+    with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -127,14 +127,12 @@ def test_pull_from_a_folder_target(board_frames, tmp_path):
     assert result.output.count("\n") == 1 and "no such folder" in result.output
 
 
-def test_pull_over_ssh(board_frames, tmp_path, tmp_path_factory):
-    if not sshd.SSHD.exists():
-        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
-    with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        target = transport.parse_target(f"{sshd.HOST_ALIAS}:{board_frames}", ssh_config=server.config)
-        check_pull(target, board_frames, tmp_path / "mine")
-        result = run_cli("pull", "--ssh-config", str(server.config), f"{sshd.HOST_ALIAS}:{board_frames}",
-                         str(tmp_path / "fresh"))
+def test_pull_over_ssh(board_frames, tmp_path, ssh_server):
+    server = ssh_server
+    target = transport.parse_target(f"{sshd.HOST_ALIAS}:{board_frames}", ssh_config=server.config)
+    check_pull(target, board_frames, tmp_path / "mine")
+    result = run_cli("pull", "--ssh-config", str(server.config), f"{sshd.HOST_ALIAS}:{board_frames}",
+                     str(tmp_path / "fresh"))
     assert "3 frames pulled into" in result.output
     assert saved_files(tmp_path / "fresh") == {name: data for name, data in saved_files(board_frames).items()
                                                if "partial" not in name}

@@ -30,14 +30,6 @@ def bounded_calls(monkeypatch):
     monkeypatch.setattr(deploy, "CALL_TIMEOUT_SECONDS", TEST_CALL_TIMEOUT_SECONDS)
 
 
-@pytest.fixture(scope="module")
-def ssh_server(tmp_path_factory):
-    if not sshd.SSHD.exists():
-        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
-    with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
-
-
 @pytest.fixture
 def bundle_dir(tiny_build) -> pathlib.Path:
     return tiny_build / "device"

@@ -23,14 +23,6 @@ MODEL = "model_int8.tflite"
 KILL_WAIT_SECONDS = 30  # How long a test waits for a deploy to reach the step it kills.
 
 
-@pytest.fixture(scope="module")
-def ssh_server(tmp_path_factory):
-    if not sshd.SSHD.exists():
-        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
-    with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
-
-
 @pytest.fixture(params=["folder", "ssh"])
 def board(request, tmp_path, device_python):
     """A board: where its DIR is on this machine, and how deploy names it (options for the CLI)."""
