@@ -43,8 +43,9 @@ class Photos:
 
 
 def folder_name(label: str) -> str:
-    """The folder a class's photos live in: 'T-shirt/top' -> 'T-shirt-top'."""
-    return label.replace("/", "-")
+    """The folder a class's photos live in: 'T-shirt/top' -> 'T-shirt-top'. The board's own rule
+    (--save-frames and the live page's captures write these folders), never a copy of it."""
+    return device_files.board_module("capture").folder_name(label)
 
 
 FOLDER_LABELS = {folder_name(label).casefold(): index for index, label in enumerate(data.LABELS)}
