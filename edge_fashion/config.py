@@ -59,6 +59,9 @@ class BuildConfig:
     augment_zoom: float = 1.25
     # Shift by up to this many pixels each way (off-centre crops), rotate by up to this many degrees.
     augment_shift: float = 3.0
+    # Width against height drawn between 1/augment_aspect and augment_aspect (1: off): a garment
+    # laid flat with its sleeves spread is wider than the data set's, a pair of shoes wider still.
+    augment_aspect: float = 1.0
     augment_rotation: float = 10.0
     # Classes that may be mirrored: clothes and bags; the shoes all face left in Fashion-MNIST.
     augment_flip_classes: tuple = (0, 1, 2, 3, 4, 6, 8)
@@ -69,6 +72,9 @@ class BuildConfig:
     augment_residue: float = 80.0
     augment_blur: float = 1.0
     augment_noise: float = 8.0
+    # The same for the user's photos (build --photos): the share of them changed as above each time
+    # they are drawn; 0 turns it off.
+    augment_photos: float = 0.3
     # Momentum of an exponential moving average of the weights, which is then what is validated
     # and exported; 0 turns it off. 0.999 averages over about 1,000 steps (2.3 epochs).
     ema_momentum: float = 0.0

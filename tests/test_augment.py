@@ -73,6 +73,39 @@ def test_flips_only_the_allowed_classes(batch):
     assert 0.25 < mirrored_share(images, labels, SHOES, tuple(range(10))) < 0.75
 
 
+def widths(images: np.ndarray) -> np.ndarray:
+    """Columns that hold any of each image's garment."""
+    return (images > 40).any(axis=1).sum(axis=1)
+
+
+def test_aspect_widens_and_narrows_and_is_off_at_one(batch):
+    images, labels = batch
+    still = dict(augment_camera=1.0, augment_zoom=1.0, augment_shift=0.0, augment_rotation=0.0, augment_flip_classes=())
+    plain = augment.geometry(tf.constant(images), tf.constant(labels), config_module.make_config(**still), seed(3)).numpy()
+    assert np.allclose(plain, images, atol=1e-3)
+    config = config_module.make_config(**still, augment_aspect=1.6)
+    warped = augment.geometry(tf.constant(images), tf.constant(labels), config, seed(3)).numpy()
+    narrow = widths(images) < 20  # Trousers, dresses, shoes seen from the side: room to widen.
+    change = widths(warped)[narrow] - widths(images)[narrow]
+    assert (change >= 3).mean() > 0.2 and (change <= -3).mean() > 0.2
+    # Height is left alone: rows with garment are the same in number, give or take an edge pixel
+    # (a faint row of thin straps may fade when narrowed).
+    rows = lambda values: (values > 40).any(axis=2).sum(axis=1)  # noqa: E731
+    assert (np.abs(rows(warped) - rows(images)) <= 1).mean() > 0.95
+
+
+def test_photos_have_their_own_share(batch):
+    images, labels = batch
+    is_photo = tf.constant(np.arange(len(labels)) % 2 == 0)
+    config = config_module.make_config(augment_camera=0.0, augment_photos=1.0)
+    changed = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4), is_photo).numpy()
+    same = np.array([np.array_equal(before, after) for before, after in zip(images, changed)])
+    assert same[1::2].all() and not same[0::2].any()
+    # Without photos in the batch, augment_photos alone changes nothing.
+    alone = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4)).numpy()
+    assert np.array_equal(alone, images)
+
+
 def test_training_pipeline_uses_it_and_stays_repeatable(batch):
     images, labels = batch
     split = train.Split(images.astype(np.uint8), labels.astype(np.uint8), images[:10].astype(np.uint8),

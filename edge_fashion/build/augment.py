@@ -22,12 +22,13 @@ def uniform(seed: tf.Tensor, size: tf.Tensor, low: float, high: float) -> tf.Ten
 
 
 def geometry(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor) -> tf.Tensor:
-    """Zoom (loose or clipped crops), shift (off centre), small rotations and mirroring, in one warp.
+    """Zoom (loose or clipped crops), a change of width against height (a garment laid flat, spread
+    or folded), shift (off centre), small rotations and mirroring, in one warp.
 
     Mirroring only for the classes in `config.augment_flip_classes`; the warp fills with black.
     """
     size = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(seed, 5)
+    seeds = tf.random.experimental.stateless_split(seed, 6)
     zoom = tf.exp(uniform(seeds[0], size, -math.log(config.augment_zoom), math.log(config.augment_zoom)))
     angle = uniform(seeds[1], size, -1.0, 1.0) * config.augment_rotation * math.pi / 180
     shifts = [uniform(seeds[index], size, -config.augment_shift, config.augment_shift) for index in (2, 3)]
@@ -36,7 +37,9 @@ def geometry(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor) -> t
     # The transform maps each output pixel to the input pixel it reads: centre, un-rotate, un-zoom, mirror.
     centre = (SIDE - 1) / 2
     cosine, sine = tf.cos(angle) / zoom, tf.sin(angle) / zoom
-    a0, a1, b0, b1 = cosine * mirror, -sine, sine * mirror, cosine
+    # Widen (or narrow) the output by `aspect`: the input's x is read at x / aspect.
+    aspect = tf.exp(uniform(seeds[5], size, -math.log(config.augment_aspect), math.log(config.augment_aspect)))
+    a0, a1, b0, b1 = cosine * mirror / aspect, -sine, sine * mirror / aspect, cosine
     a2 = centre - a0 * (centre + shifts[0]) - a1 * (centre + shifts[1])
     b2 = centre - b0 * (centre + shifts[0]) - b1 * (centre + shifts[1])
     zeros = tf.zeros_like(a0)
@@ -84,11 +87,16 @@ def stretch(images: tf.Tensor) -> tf.Tensor:
     return tf.where(peak > 0, images * 255 / tf.maximum(peak, 1e-3), images)
 
 
-def camera(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor) -> tf.Tensor:
-    """(B, 28, 28) float32 0-255 images, (B,) int64 labels: a share `config.augment_camera` made camera-like."""
-    if config.augment_camera <= 0:
+def camera(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor, is_photo: tf.Tensor | None = None) -> tf.Tensor:
+    """(B, 28, 28) float32 0-255 images, (B,) int64 labels: a share `config.augment_camera` of the
+    data set's images and a share `config.augment_photos` of the user's photos (`is_photo`, (B,)
+    bool) made camera-like."""
+    if config.augment_camera <= 0 and config.augment_photos <= 0:
         return images
+    if is_photo is None:
+        is_photo = tf.zeros(tf.shape(labels), tf.bool)
     seeds = tf.random.experimental.stateless_split(seed, 4)
     changed = stretch(residue(tone(geometry(images, labels, config, seeds[0]), config, seeds[1]), config, seeds[2]))
-    chosen = tf.random.stateless_uniform((tf.shape(images)[0],), seeds[3]) < config.augment_camera
+    share = tf.where(is_photo, config.augment_photos, config.augment_camera)
+    chosen = tf.random.stateless_uniform((tf.shape(images)[0],), seeds[3]) < share
     return tf.where(chosen[:, tf.newaxis, tf.newaxis], changed, images)

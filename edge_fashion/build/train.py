@@ -131,11 +131,12 @@ def mixup(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
     return blend(images, weight[:, tf.newaxis, tf.newaxis]), blend(targets, weight[:, tf.newaxis])
 
 
-def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor):
+def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor,
+            is_photo: tf.Tensor | None = None):
     seeds = tf.random.experimental.stateless_split(seed, 4)
     shift_seed, flip_seed, mixup_seed = seeds[0], seeds[1], seeds[2]
-    if config.augment_camera > 0:
-        images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3])
+    if config.augment_camera > 0 or (config.augment_photos > 0 and is_photo is not None):
+        images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3], is_photo)
     if config.shift_pixels > 0:
         images = shift(images, config.shift_pixels, shift_seed)
     if config.flip:
@@ -167,8 +168,11 @@ def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data
     batches = indices.repeat().batch(config.batch_size)
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2)  # One stateless seed per batch.
 
+    count, has_photos = len(split.train_labels), len(split.photo_labels) > 0
+
     def gather(chosen, seed):
-        return augment(config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed)
+        return augment(config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed,
+                       chosen >= count if has_photos else None)
     return tf.data.Dataset.zip(batches, seeds).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
