@@ -36,7 +36,8 @@ def build_options(function):
                      help="Folder with the four Fashion-MNIST IDX .gz files [default: search "
                           "$EDGE_FASHION_DATA, ~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist]."),
         click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
-                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look."),
+                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; 'plain' trains "
+                          "without camera augmentation (Fashion-MNIST's images as they are)."),
         click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {defaults.seed}]."),
         click.option("--epochs", type=click.IntRange(1), help=f"[default: {defaults.epochs}]"),
         click.option("--batch-size", type=click.IntRange(1), help=f"[default: {defaults.batch_size}]"),

@@ -53,15 +53,18 @@ class BuildConfig:
     mixup: float = 0.0
     # Camera augmentation (build/augment.py): this share of each batch is made to look like what the
     # board's preprocessing makes of a phone photo; 0 turns it off. The levers below shape it. On the
-    # photos' choosing part (10 epochs, seed 42) 0.3 beat 0.2, 0.5 and 0.8 (docs/accuracy.md).
-    augment_camera: float = 0.0
+    # photos' choosing part (10 epochs, seed 42) 0.3 beat 0.2, 0.4, 0.5 and 0.8 (docs/accuracy.md).
+    # With augment_aspect 1.3 it keeps Fashion-MNIST's bar (90.60% float test, 3 seeds) and takes
+    # the photos' reporting part from 30.9% to 42.1%, so it is the default; `--preset plain` is without.
+    augment_camera: float = 0.3
     # Zoom by up to this factor either way: a loose (smaller) or clipped (larger) crop.
     augment_zoom: float = 1.25
     # Shift by up to this many pixels each way (off-centre crops), rotate by up to this many degrees.
     augment_shift: float = 3.0
     # Width against height drawn between 1/augment_aspect and augment_aspect (1: off): a garment
     # laid flat with its sleeves spread is wider than the data set's, a pair of shoes wider still.
-    augment_aspect: float = 1.0
+    # 1.3 beat 1 and 1.5 on the choosing part, and cost no Fashion-MNIST validation.
+    augment_aspect: float = 1.3
     augment_rotation: float = 10.0
     # Classes that may be mirrored: clothes and bags; the shoes all face left in Fashion-MNIST.
     augment_flip_classes: tuple = (0, 1, 2, 3, 4, 6, 8)
@@ -94,9 +97,11 @@ class BuildConfig:
     # into training; empty: Fashion-MNIST only.
     photos: tuple[pathlib.Path, ...] = ()
     # Each training photo counts as this many Fashion-MNIST images: it is drawn this many times an
-    # epoch. A few hundred photos against 55,000 images would otherwise be under 1% of what is learnt;
-    # 1,250 photos x 20 are 25,000 draws, a third of each epoch (which grows by that much).
-    photo_weight: int = 20
+    # epoch. A few hundred photos against 55,000 images would otherwise be under 1% of what is learnt.
+    # In folds of the photos' choosing part more weight was better on photos and worse on
+    # Fashion-MNIST; 50 on its 1,248 photos (62,400 draws) kept 89.89% int8 on Fashion-MNIST's test
+    # set (the bar is 89.5%) and got 65.6% of the reporting part (docs/accuracy.md).
+    photo_weight: int = 50
     # Share of each class's photos held out of training, stratified and seeded, to report on.
     photo_held_out: float = 0.2
 
@@ -105,9 +110,9 @@ class BuildConfig:
 PRESETS: dict[str, dict] = {
     "default": {},
     "fast": {"epochs": 3},
-    # Camera augmentation on 30% of each batch: better on real photos, a little worse on Fashion-MNIST's
-    # own test set (figures in README's Accuracy section), so not the default.
-    "camera": {"augment_camera": 0.3},
+    # Fashion-MNIST alone, as the data set's own images look: no camera augmentation. 0.12 points
+    # better on its test set, 11 points worse on phone photos (README's Accuracy section).
+    "plain": {"augment_camera": 0.0, "augment_aspect": 1.0, "augment_photos": 0.0},
 }
 
 

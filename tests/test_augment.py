@@ -1,6 +1,7 @@
 """Camera augmentation (edge_fashion/build/augment.py) on real Fashion-MNIST images."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_off_changes_nothing_and_the_share_is_respected(batch):
 
 def mirrored_share(images, labels, classes, flip_classes) -> float:
     """Share of the images of `classes` that the geometry alone mirrored (no zoom, shift or turn)."""
-    config = config_module.make_config(augment_camera=1.0, augment_zoom=1.0, augment_shift=0.0,
+    config = config_module.make_config(augment_camera=1.0, augment_zoom=1.0, augment_shift=0.0, augment_aspect=1.0,
                                        augment_rotation=0.0, augment_flip_classes=flip_classes)
     warped = augment.geometry(tf.constant(images), tf.constant(labels), config, seed(2)).numpy()
     members = np.isin(labels, classes)
@@ -81,8 +82,8 @@ def widths(images: np.ndarray) -> np.ndarray:
 def test_aspect_widens_and_narrows_and_is_off_at_one(batch):
     images, labels = batch
     still = dict(augment_camera=1.0, augment_zoom=1.0, augment_shift=0.0, augment_rotation=0.0, augment_flip_classes=())
-    plain = augment.geometry(tf.constant(images), tf.constant(labels), config_module.make_config(**still), seed(3)).numpy()
-    assert np.allclose(plain, images, atol=1e-3)
+    off = config_module.make_config(**still, augment_aspect=1.0)
+    assert np.allclose(augment.geometry(tf.constant(images), tf.constant(labels), off, seed(3)).numpy(), images, atol=1e-3)
     config = config_module.make_config(**still, augment_aspect=1.6)
     warped = augment.geometry(tf.constant(images), tf.constant(labels), config, seed(3)).numpy()
     narrow = widths(images) < 20  # Trousers, dresses, shoes seen from the side: room to widen.
@@ -119,11 +120,14 @@ def test_training_pipeline_uses_it_and_stays_repeatable(batch):
     assert not np.array_equal(first_batch(), next(iter(train.training_dataset(plain, split)))[0].numpy())
 
 
-def test_camera_preset_trains_through_the_cli(tmp_path, data_dir):
+def test_camera_augmentation_is_the_default_and_plain_turns_it_off(tmp_path, data_dir):
     from conftest import run_cli
 
-    assert config_module.make_config("camera").augment_camera > 0
+    assert config_module.make_config().augment_camera > 0 and config_module.make_config().augment_aspect > 1
+    plain = config_module.make_config("plain")
+    assert plain.augment_camera == 0 and plain.augment_aspect == 1 and plain.augment_photos == 0
     out = tmp_path / "build"
-    run_cli("train", "--preset", "camera", "--epochs", "1", "--train-limit", "500", "--data-dir", str(data_dir),
+    run_cli("train", "--preset", "plain", "--epochs", "1", "--train-limit", "500", "--data-dir", str(data_dir),
             "--out", str(out))
     assert (out / "trained" / "model.keras").is_file()  # What `train` leaves for `convert`.
+    assert json.loads((out / "trained" / "train.json").read_text())["config"]["augment_camera"] == 0
