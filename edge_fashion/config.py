@@ -68,6 +68,10 @@ class BuildConfig:
     augment_aspect: float = 1.3
     # Classes that may be mirrored: clothes and bags; the shoes all face left in Fashion-MNIST.
     augment_flip_classes: tuple = (0, 1, 2, 3, 4, 6, 8)
+    # Long sleeves swung out from the shoulders (build/augment.py spread_sleeves): share, angle, classes.
+    augment_sleeves: float = 0.0
+    augment_sleeve_angle: float = 75.0
+    augment_sleeve_classes: tuple = (2, 4, 6)
     # Gamma drawn between 1/augment_gamma and augment_gamma; share turned into flat silhouettes.
     augment_gamma: float = 2.0
     augment_silhouette: float = 0.25
