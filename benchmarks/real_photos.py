@@ -207,8 +207,7 @@ def photo_sets() -> dict:
     reporting = split_photos(labels)
     frames, unsure, _, _ = make_frames(paths)
     return {"choosing": (frames[~reporting], labels[~reporting], unsure[~reporting]),
-            "reporting": (frames[reporting], labels[reporting], unsure[reporting]),
-            "choosing_paths": [path for path, held in zip(paths, reporting) if not held]}
+            "reporting": (frames[reporting], labels[reporting], unsure[reporting])}
 
 
 def command_evaluate(arguments) -> None:
@@ -244,17 +243,14 @@ def choosing_folds(labels: np.ndarray) -> np.ndarray:
     return folds
 
 
-def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray, paths: list):
-    """The training split with these photos mixed in as `build --photos` does: their frames (those the
-    board could not make, all zeros here, left out as the build leaves them out) and their reframings."""
+def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray):
+    """The training split with these photo frames mixed in, as `build --photos` does (frames the
+    board could not make, all zeros here, are left out as the build leaves them out)."""
     framed = frames.reshape(len(frames), -1).max(axis=1) > 0
-    part = photos.Photos(frames[framed], labels[framed].astype(np.uint8),
-                         tuple(path for path, keep in zip(paths, framed) if keep), ("",) * int(framed.sum()))
-    reframed = photos.reframe(part, config.photo_reframes, config.seed, print)
-    photo_parts = (part, photos.Photos(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), (), ()), reframed)
-    photo_frames, photo_labels = pipeline.training_frames(photo_parts)
-    split = dataclasses.replace(train.make_split(config, dataset), photo_images=photo_frames, photo_labels=photo_labels)
-    return split, photo_parts
+    split = dataclasses.replace(train.make_split(config, dataset), photo_images=frames[framed],
+                                photo_labels=labels[framed].astype(np.uint8))
+    part = photos.Photos(frames[framed], labels[framed].astype(np.uint8), (), ("",) * int(framed.sum()))
+    return split, (part, None)
 
 
 def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold: int | None) -> dict:
@@ -264,11 +260,10 @@ def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold:
     frames, labels, unsure = sets["choosing"]
     folds = choosing_folds(labels)
     training = folds != fold if fold is not None else np.ones(len(labels), dtype=bool)
-    paths = [path for path, keep in zip(sets["choosing_paths"], training) if keep]
-    split, photo_parts = with_photos(config, dataset, frames[training], labels[training], paths)
+    split, photo_parts = with_photos(config, dataset, frames[training], labels[training])
     result = train.train(config, split)
     record = {"kind": "photos", "name": name, "seed": seed, "fold": fold, "overrides": overrides,
-              "train_photos": len(photo_parts[0]), "train_frames": len(split.photo_labels), "best_epoch": result.best_epoch,
+              "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
               "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds}
     if fold is not None:
         measured = ~training

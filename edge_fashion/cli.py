@@ -66,9 +66,6 @@ def build_options(function):
         click.option("--photo-weight", type=click.IntRange(1),
                      help="Each training photo counts as this many Fashion-MNIST images "
                           f"[default: {defaults.photo_weight}]."),
-        click.option("--photo-reframes", type=click.IntRange(0),
-                     help="More frames of each training photo, cropped and recoloured, sharing its weight "
-                          f"[default: {defaults.photo_reframes}]."),
         click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
                      help=f"Share of each class's photos held out of training to report on "
                           f"[default: {defaults.photo_held_out}]."),

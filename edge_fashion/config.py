@@ -68,10 +68,6 @@ class BuildConfig:
     augment_aspect: float = 1.3
     # Classes that may be mirrored: clothes and bags; the shoes all face left in Fashion-MNIST.
     augment_flip_classes: tuple = (0, 1, 2, 3, 4, 6, 8)
-    # Long sleeves swung out from the shoulders (build/augment.py spread_sleeves): share, angle, classes.
-    augment_sleeves: float = 0.0
-    augment_sleeve_angle: float = 75.0
-    augment_sleeve_classes: tuple = (2, 4, 6)
     # Gamma drawn between 1/augment_gamma and augment_gamma; share turned into flat silhouettes.
     augment_gamma: float = 2.0
     augment_silhouette: float = 0.25
@@ -107,10 +103,6 @@ class BuildConfig:
     # test set over 3 seeds (the bar is 89.5%) and got 67.1% of the reporting part; 100 got 69.4%
     # but fell to 89.29% on one seed (docs/accuracy.md).
     photo_weight: int = 50
-    # More frames of each training photo, each from the photo cropped and its colours changed a little
-    # (build/photos.py `reframe`), sharing its weight: 4 took folds of the choosing part from 63.7% to
-    # 66.0% at the same draws. 0: the photos' own frames only.
-    photo_reframes: int = 4
     # Share of each class's photos held out of training, stratified and seeded, to report on.
     photo_held_out: float = 0.2
 

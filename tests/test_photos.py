@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
-from edge_fashion import config
 from edge_fashion.build import data, photo_report, photos, train
 
 PHOTOS = REPO / "tests" / "photos"
@@ -91,14 +90,11 @@ def test_build_with_photos_trains_on_them_and_reports_the_held_out_ones(tmp_path
         shutil.copytree(PHOTOS / name, second / name.upper())
     out = tmp_path / "build"
     result = run_cli("build", *TINY_BUILD_ARGS, "--train-limit", "1000", "--data-dir", str(data_dir),
-                     "--out", str(out), "--photos", str(PHOTOS), "--photos", str(second), "--photo-weight", "5",
-                     "--photo-reframes", "2")
+                     "--out", str(out), "--photos", str(PHOTOS), "--photos", str(second), "--photo-weight", "5")
     report = json.loads((out / "report.json").read_text())
     training, held_out = report["photos"]["training"], report["photos"]["held_out"]
     assert training["train"] + training["held_out"] == PHOTO_COUNT + 8
     assert training["photo_weight"] == 5 and training["folders"] == [str(PHOTOS), str(second)]
-    # Each training photo's reframings (two here) train beside it; a crop may lose the garment.
-    assert 1.5 * training["train"] <= training["reframed"] <= 2 * training["train"]
     counts = [entry["count"] for entry in held_out["int8"]["per_class"]]
     assert held_out["photos"] == training["held_out"] == sum(counts) and counts[8] == 0
     assert all(count >= 1 for index, count in enumerate(counts) if index != 8)
@@ -117,27 +113,6 @@ def test_each_photo_is_drawn_photo_weight_times_an_epoch():
     draws = train.epoch_draws(split, 3)
     assert np.bincount(draws).tolist() == [1, 1, 1, 1, 1, 3, 3]
     assert len(train.drawn_images(split, 3)) == 11 and train.drawn_images(split, 3)[5:].min() == 1
-
-
-def test_a_photo_and_its_reframings_share_its_weight():
-    assert train.photo_repeat(config.make_config(photo_weight=50, photo_reframes=4)) == 10
-    assert train.photo_repeat(config.make_config(photo_weight=50, photo_reframes=0)) == 50
-    assert train.photo_repeat(config.make_config(photo_weight=3, photo_reframes=4)) == 1
-
-
-def test_reframings_are_other_crops_of_the_same_photos_seeded(test_photos):
-    part = test_photos.subset(np.flatnonzero(test_photos.framed)[::4])
-    reframed = photos.reframe(part, 3, 42, lambda line: None)
-    assert 2 * len(part) <= len(reframed) <= 3 * len(part)
-    # Each reframing keeps its photo's label and path, and is a frame of its own (not the photo's).
-    by_path = {path: label for path, label in zip(part.paths, part.labels)}
-    assert all(by_path[path] == label for path, label in zip(reframed.paths, reframed.labels))
-    originals = {path: frame for path, frame in zip(part.paths, part.frames)}
-    changed = [not np.array_equal(frame, originals[path]) for path, frame in zip(reframed.paths, reframed.frames)]
-    assert sum(changed) >= 0.9 * len(reframed) and reframed.frames.reshape(len(reframed), -1).max(axis=1).min() > 0
-    again, other = photos.reframe(part, 3, 42, lambda line: None), photos.reframe(part, 3, 43, lambda line: None)
-    assert np.array_equal(again.frames, reframed.frames) and not np.array_equal(other.frames[:5], reframed.frames[:5])
-    assert len(photos.reframe(part, 0, 42, lambda line: None)) == 0
 
 
 def test_the_split_is_stratified_seeded_and_keeps_a_lone_photo_for_training(test_photos):

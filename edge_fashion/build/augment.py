@@ -50,67 +50,6 @@ def geometry(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor) -> t
     return warped[..., 0]
 
 
-def extent(images: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """(first, last) index along `axis` (1: columns, 2: rows) where a (B, H, W) batch has garment
-    (over 30), as float (B,); (0, 0) for an empty image."""
-    present = tf.reduce_any(images > 30, axis=axis)  # (B, L)
-    length = tf.shape(present)[1]
-    first = tf.argmax(tf.cast(present, tf.int32), axis=1, output_type=tf.int32)
-    last = length - 1 - tf.argmax(tf.cast(tf.reverse(present, [1]), tf.int32), axis=1, output_type=tf.int32)
-    empty = ~tf.reduce_any(present, axis=1)
-    return tf.cast(tf.where(empty, 0, first), tf.float32), tf.cast(tf.where(empty, 0, last), tf.float32)
-
-
-def transform(images: tf.Tensor, rows: list, side: int) -> tf.Tensor:
-    """ImageProjectiveTransformV3 of a (B, H, W) batch: rows [a0, a1, a2, b0, b1, b2] of (B,) tensors
-    map each output pixel (x, y) to the input (a0 x + a1 y + a2, b0 x + b1 y + b2); black outside."""
-    zeros = tf.zeros_like(rows[0])
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images[..., tf.newaxis], transforms=tf.stack([*rows, zeros, zeros], axis=1),
-        output_shape=[side, side], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[..., 0]
-
-
-def spread_sleeves(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor) -> tf.Tensor:
-    """Long sleeves swung out from the shoulders, as a pullover, shirt or coat laid flat: the data set
-    shows them hanging beside the body. For a share `config.augment_sleeves` of the images of
-    `config.augment_sleeve_classes`, the outer fifth of the garment on each side turns about its
-    shoulder by up to `config.augment_sleeve_angle` degrees, on a canvas twice the size; the result is
-    trimmed and scaled back to 28 as the board trims and scales a photo's garment."""
-    size, big, margin = tf.shape(images)[0], 2 * SIDE, SIDE / 2
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    left, right = extent(images, 1)
-    top, _ = extent(images, 2)
-    sleeve = 0.2 * (right - left + 1)
-    angle = uniform(seeds[0], size, 0, config.augment_sleeve_angle * math.pi / 180)
-    ones, zeros = tf.ones_like(angle), tf.zeros_like(angle)
-    columns = tf.range(big, dtype=tf.float32)[tf.newaxis, tf.newaxis, :] - margin  # (1, 1, 2S), input x.
-    rows = tf.range(big, dtype=tf.float32)[tf.newaxis, :, tf.newaxis] - margin  # (1, 2S, 1), input y.
-    column = lambda values: values[:, tf.newaxis, tf.newaxis]  # noqa: E731 (B,) -> (B, 1, 1)
-    body = transform(images, [ones, zeros, -margin * ones, zeros, ones, -margin * ones], big)
-    parts = [tf.where((columns >= column(left + sleeve)) & (columns <= column(right - sleeve)), body, 0.0)]
-    for turn, pivot_x, inside in ((angle, left + sleeve, lambda x: x < column(left + sleeve)),
-                                  (-angle, right - sleeve, lambda x: x > column(right - sleeve))):
-        cosine, sine = tf.cos(turn), tf.sin(turn)
-        pivot_y = top + 2
-        # Output (x, y) reads the input at pivot + R(turn) (p - margin - pivot).
-        a2 = pivot_x - cosine * (margin + pivot_x) - sine * (margin + pivot_y)
-        b2 = pivot_y + sine * (margin + pivot_x) - cosine * (margin + pivot_y)
-        turned = transform(images, [cosine, sine, a2, -sine, cosine, b2], big)
-        source_x = column(cosine) * (columns + margin) + column(sine) * (rows + margin) + column(a2)
-        parts.append(tf.where(inside(source_x), turned, 0.0))
-    spread = tf.reduce_max(tf.stack(parts), axis=0)  # (B, 2S, 2S)
-    # Trim and centre as the board does: a square box around the garment, its longest side to 28.
-    x0, x1 = extent(spread, 1)
-    y0, y1 = extent(spread, 2)
-    half = tf.maximum(x1 - x0, y1 - y0) / 2 + 0.5
-    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
-    boxes = tf.stack([centre_y - half, centre_x - half, centre_y + half, centre_x + half], axis=1) / (big - 1)
-    fitted = tf.image.crop_and_resize(spread[..., tf.newaxis], boxes, tf.range(size), (SIDE, SIDE))[..., 0]
-    allowed = tf.reduce_any(labels[:, tf.newaxis] == tf.constant(config.augment_sleeve_classes or (-1,), tf.int64), 1)
-    chosen = allowed & (uniform(seeds[1], size, 0, 1) < config.augment_sleeves) & (right > left)
-    return tf.where(chosen[:, tf.newaxis, tf.newaxis], fitted, images)
-
-
 def tone(images: tf.Tensor, config, seed: tf.Tensor) -> tf.Tensor:
     """Gamma and contrast changes, and flat silhouettes: a plain garment cut out of a photo has no shading."""
     size = tf.shape(images)[0]
@@ -157,10 +96,7 @@ def camera(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor, is_pho
     if is_photo is None:
         is_photo = tf.zeros(tf.shape(labels), tf.bool)
     seeds = tf.random.experimental.stateless_split(seed, 4)
-    shaped = images
-    if config.augment_sleeves > 0:
-        shaped = spread_sleeves(images, labels, config, tf.random.experimental.stateless_fold_in(seed, 4))
-    changed = stretch(residue(tone(geometry(shaped, labels, config, seeds[0]), config, seeds[1]), config, seeds[2]))
+    changed = stretch(residue(tone(geometry(images, labels, config, seeds[0]), config, seeds[1]), config, seeds[2]))
     share = tf.where(is_photo, config.augment_photos, config.augment_camera)
     chosen = tf.random.stateless_uniform((tf.shape(images)[0],), seeds[3]) < share
     return tf.where(chosen[:, tf.newaxis, tf.newaxis], changed, images)

@@ -113,9 +113,8 @@ def markdown(photos_report: dict) -> str:
     lines = ["## Real photos", ""]
     training = photos_report.get("training")
     if training:
-        reframed = f" and {training['reframed']} reframings of them" if training.get("reframed") else ""
-        lines += [f"Trained with {training['train']} photos from {', '.join(training['folders'])}{reframed}, each "
-                  f"photo drawn {training['photo_weight']} times an epoch; {training['held_out']} held out "
+        lines += [f"Trained with {training['train']} photos from {', '.join(training['folders'])}, each drawn "
+                  f"{training['photo_weight']} times an epoch; {training['held_out']} held out "
                   f"({100 * training['held_out_share']:.0f}% of each class, seeded).", ""]
     for key, title in TITLES.items():
         section = photos_report.get(key)

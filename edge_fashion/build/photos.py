@@ -16,11 +16,6 @@ from edge_fashion import device_files
 from edge_fashion.build import data
 
 PROGRESS_EVERY = 250  # Photos between two progress lines.
-# Reframing (build --photos): each side of a photo keeps at least this share in a crop, and
-# brightness, contrast and colour saturation are scaled within these ranges, before the board's
-# preprocessing makes the frame. A camera frames the same garment a little differently each time.
-REFRAME_KEEP = 0.75
-REFRAME_BRIGHTNESS, REFRAME_CONTRAST, REFRAME_SATURATION = (0.7, 1.3), (0.7, 1.3), (0.5, 1.5)
 
 
 class PhotosError(ValueError):
@@ -134,50 +129,6 @@ def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callabl
                     np.array(labels, dtype=np.uint8), tuple(paths), tuple(failures))
     progress(describe(photos, folders))
     return photos
-
-
-def reframed(image, rng: np.random.Generator):
-    """A decoded photo cropped anywhere (each side REFRAME_KEEP to all of it), its brightness, contrast
-    and colour saturation scaled: another frame a camera could have taken of the same garment."""
-    from PIL import ImageEnhance
-
-    width, height = image.size
-    crop_width = max(8, round(width * rng.uniform(REFRAME_KEEP, 1)))
-    crop_height = max(8, round(height * rng.uniform(REFRAME_KEEP, 1)))
-    left, top = int(rng.integers(0, width - crop_width + 1)), int(rng.integers(0, height - crop_height + 1))
-    image = image.convert("RGB").crop((left, top, left + crop_width, top + crop_height))
-    for enhancer, (low, high) in ((ImageEnhance.Brightness, REFRAME_BRIGHTNESS),
-                                  (ImageEnhance.Contrast, REFRAME_CONTRAST), (ImageEnhance.Color, REFRAME_SATURATION)):
-        image = enhancer(image).enhance(rng.uniform(low, high))
-    return image
-
-
-def reframe(photos: Photos, count: int, seed: int, progress: typing.Callable[[str], None]) -> Photos:
-    """`count` more frames of each photo that became a frame: the photo reframed (see `reframed`),
-    seeded per photo, then preprocessed by the board's code. A reframing the board finds no garment
-    in is left out. In folds of the photos' choosing part, 4 reframings took photos from 63.7% to
-    66.0% at the same draws (docs/accuracy.md)."""
-    preprocess = board("preprocess")
-    frames, labels, paths = [], [], []
-    sources = [index for index in range(len(photos)) if photos.failures[index] == ""]
-    for number, index in enumerate(sources, start=1):
-        if number % PROGRESS_EVERY == 0:
-            progress(f"  {number:,} of {len(sources):,} photos reframed")
-        rng = np.random.default_rng([seed, index])
-        try:
-            image = preprocess.decode(photos.paths[index], True)
-        except Exception:  # Read once already; a file changed since is left at its first frame.
-            continue
-        with image:
-            for _ in range(count):
-                try:
-                    frames.append(preprocess.preprocess(reframed(image, rng), None))
-                except ValueError:  # No garment in this crop: the board would say so, not guess.
-                    continue
-                labels.append(photos.labels[index])
-                paths.append(photos.paths[index])
-    return Photos(np.stack(frames) if frames else np.zeros((0, 28, 28), np.uint8), np.array(labels, dtype=np.uint8),
-                  tuple(paths), ("",) * len(labels))
 
 
 def describe(photos: Photos, folders: typing.Sequence[pathlib.Path]) -> str:

@@ -43,22 +43,19 @@ def representative_images(config: config_module.BuildConfig, dataset: data.Datas
     test), stratified and seeded, and from the training photos in the share that training draws them."""
     split = train.make_split(config, dataset)
     count = min(config.representative_samples, len(split.train_labels))
-    frames, _ = training_frames(photo_parts)
-    drawn = train.photo_repeat(config) * len(frames)
+    frames = training_frames(photo_parts)
+    drawn = config.photo_weight * len(frames)
     photo_count = min(len(frames), round(count * drawn / (len(split.train_labels) + drawn)))
     fashion = split.train_images[data.stratified_indices(split.train_labels, count - photo_count, config.seed)]
     chosen = np.random.default_rng(config.seed).permutation(len(frames))[:photo_count]
     return np.concatenate([fashion, frames[chosen]]), {"fashion_mnist": len(fashion), "photos": photo_count}
 
 
-def training_frames(photo_parts) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 28, 28) uint8 frames of the training photos and their reframings, and their (N,) labels;
-    none without --photos."""
+def training_frames(photo_parts) -> np.ndarray:
+    """(N, 28, 28) uint8 frames of the training photos; none without --photos."""
     if photo_parts is None:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)
-    train_part, _, reframed = photo_parts
-    return (np.concatenate([train_part.frames[train_part.framed], reframed.frames]),
-            np.concatenate([train_part.labels[train_part.framed], reframed.labels]))
+        return np.zeros((0, 28, 28), np.uint8)
+    return photo_parts[0].frames[photo_parts[0].framed]
 
 
 def convert(config: config_module.BuildConfig, calibration, keras_model, progress) -> tuple[bytes, bytes]:
@@ -116,9 +113,8 @@ def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes
 def held_out_report(config, photo_parts, float_content: bytes, int8_content: bytes, stage: pathlib.Path,
                     progress) -> dict:
     """report.json's `photos`: how the photos were used, and both models on the held-out ones."""
-    train_part, held_out, reframed = photo_parts
+    train_part, held_out = photo_parts
     result = {"training": {"folders": [str(folder) for folder in config.photos], "train": len(train_part),
-                           "reframed": len(reframed),
                            "held_out": len(held_out), "photo_weight": config.photo_weight,
                            "held_out_share": config.photo_held_out}}
     if len(held_out):
@@ -238,26 +234,22 @@ def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
 
 
 def load_photos(config: config_module.BuildConfig, progress):
-    """(training part, held-out part, reframings of the training part) of the --photos folders, split
-    stratified and seeded; None without them."""
+    """(training part, held-out part) of the --photos folders, stratified and seeded; None without them."""
     if not config.photos:
         return None
     progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")
     train_part, held_out = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed)
     progress(f"  {len(train_part):,} photos to train on, {len(held_out):,} held out to report on")
-    reframed = photos.reframe(train_part, config.photo_reframes, config.seed, progress)
-    if config.photo_reframes:
-        progress(f"  {len(reframed):,} more frames of the training photos, each cropped and recoloured")
-    return train_part, held_out, reframed
+    return train_part, held_out
 
 
 def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progress, photo_parts=None) -> dict:
     split = train.make_split(config, dataset)
     if photo_parts is not None:
-        frames, labels = training_frames(photo_parts)
-        split = dataclasses.replace(split, photo_images=frames, photo_labels=labels)
-        progress(f"  each of {len(frames):,} photo frames drawn {train.photo_repeat(config)} times an epoch "
-                 f"(a photo {config.photo_weight} times with its reframings)")
+        frames = training_frames(photo_parts)
+        split = dataclasses.replace(split, photo_images=frames,
+                                    photo_labels=photo_parts[0].labels[photo_parts[0].framed])
+        progress(f"  each of {len(frames):,} photos drawn {config.photo_weight} times an epoch")
     progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
     result = train.train(config, split)
     progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "

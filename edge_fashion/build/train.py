@@ -32,8 +32,7 @@ class Split:
     train_labels: np.ndarray  # (N,) uint8
     validation_images: np.ndarray
     validation_labels: np.ndarray
-    # The user's own photos' frames for training (build --photos) and their reframings, each drawn
-    # photo_repeat(config) times an epoch.
+    # The user's own photos' frames for training (build --photos), drawn photo_weight times an epoch.
     photo_images: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
     photo_labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
 
@@ -147,29 +146,23 @@ def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Te
     return images, targets
 
 
-def photo_repeat(config: config_module.BuildConfig) -> int:
-    """How many times an epoch draws each photo frame: a photo's `photo_weight` shared among its own
-    frame and its `photo_reframes`."""
-    return max(1, round(config.photo_weight / (1 + config.photo_reframes)))
-
-
-def epoch_draws(split: Split, repeat: int) -> np.ndarray:
+def epoch_draws(split: Split, photo_weight: int) -> np.ndarray:
     """One epoch's indices into the training images followed by the photos: each image once, each
-    photo frame `repeat` times (oversampling, so a few hundred photos weigh against 55,000 images)."""
+    photo `photo_weight` times (oversampling, so a few hundred photos weigh against 55,000 images)."""
     count = len(split.train_labels)
-    return np.concatenate([np.arange(count), np.repeat(count + np.arange(len(split.photo_labels)), repeat)])
+    return np.concatenate([np.arange(count), np.repeat(count + np.arange(len(split.photo_labels)), photo_weight)])
 
 
-def drawn_images(split: Split, repeat: int) -> np.ndarray:
+def drawn_images(split: Split, photo_weight: int) -> np.ndarray:
     """(N, 28, 28) uint8: what an epoch draws, for the statistics batch norm is folded with."""
-    return np.concatenate([split.train_images, np.repeat(split.photo_images, repeat, axis=0)])
+    return np.concatenate([split.train_images, np.repeat(split.photo_images, photo_weight, axis=0)])
 
 
 def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data.Dataset:
     """Endless shuffled, augmented batches of (float32 pixels, one-hot targets); reshuffled every pass."""
     images = tf.constant(np.concatenate([split.train_images, split.photo_images]))
     targets = tf.constant(one_hot(np.concatenate([split.train_labels, split.photo_labels])))
-    draws = epoch_draws(split, photo_repeat(config))
+    draws = epoch_draws(split, config.photo_weight)
     indices = tf.data.Dataset.from_tensor_slices(draws).shuffle(len(draws), seed=config.seed,
                                                                 reshuffle_each_iteration=True)
     batches = indices.repeat().batch(config.batch_size)
@@ -205,7 +198,7 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     """Train the MLP on `split` and return it at its best validation epoch."""
     seed_everything(config.seed)
     strategy, device = select_strategy(config.device)
-    steps_per_epoch = -(-len(epoch_draws(split, photo_repeat(config))) // config.batch_size)
+    steps_per_epoch = -(-len(epoch_draws(split, config.photo_weight)) // config.batch_size)
     with strategy.scope():
         network = model_module.build_model(config)
         network.compile(
@@ -224,7 +217,7 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     )
     network.set_weights(keep_best.best_weights)
     if config.batch_norm:
-        network = model_module.fold_batch_norm(network, drawn_images(split, photo_repeat(config)))
+        network = model_module.fold_batch_norm(network, drawn_images(split, config.photo_weight))
     history = {key: [float(value) for value in values] for key, values in fitted.history.items()}
     history["seconds"] = keep_best.epoch_seconds
     return TrainResult(network, history, keep_best.best_epoch, keep_best.best_accuracy,
