@@ -256,7 +256,8 @@ def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray):
 def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold: int | None) -> dict:
     """A build with photos: trained on the choosing part less one fold and measured on that fold, or
     (fold None) trained on the whole choosing part and measured on the reporting part."""
-    config = config_module.make_config("default", seed=seed, **overrides)
+    # With photos, as `build --photos` makes it (photo_epochs unless epochs is set).
+    config = config_module.make_config("default", seed=seed, photos=(PHOTOS,), **overrides)
     frames, labels, unsure = sets["choosing"]
     folds = choosing_folds(labels)
     training = folds != fold if fold is not None else np.ones(len(labels), dtype=bool)

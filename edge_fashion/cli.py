@@ -39,7 +39,8 @@ def build_options(function):
                      show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; 'plain' trains "
                           "without camera augmentation (Fashion-MNIST's images as they are)."),
         click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {defaults.seed}]."),
-        click.option("--epochs", type=click.IntRange(1), help=f"[default: {defaults.epochs}]"),
+        click.option("--epochs", type=click.IntRange(1),
+                     help=f"[default: {defaults.epochs}; {defaults.photo_epochs} with --photos]"),
         click.option("--batch-size", type=click.IntRange(1), help=f"[default: {defaults.batch_size}]"),
         click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
                      help=f"Peak of the cosine schedule [default: {defaults.learning_rate}]."),
@@ -142,7 +143,7 @@ def build(**options):
     \b
     Example:
         edge-fashion build --out build
-        edge-fashion build --photos my-photos/ --photo-weight 20
+        edge-fashion build --photos my-photos/        # trains 40 epochs with your photos
         scp -r build/device pi@raspberrypi.local:fashion
     """
     from edge_fashion.build import pipeline

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
+from edge_fashion import config
 from edge_fashion.build import data, photo_report, photos, train
 
 PHOTOS = REPO / "tests" / "photos"
@@ -113,6 +114,13 @@ def test_each_photo_is_drawn_photo_weight_times_an_epoch():
     draws = train.epoch_draws(split, 3)
     assert np.bincount(draws).tolist() == [1, 1, 1, 1, 1, 3, 3]
     assert len(train.drawn_images(split, 3)) == 11 and train.drawn_images(split, 3)[5:].min() == 1
+
+
+def test_with_photos_a_build_trains_photo_epochs_unless_told_otherwise():
+    with_photos = config.make_config(photos=(PHOTOS,))
+    assert with_photos.epochs == with_photos.photo_epochs == 40 and config.make_config().epochs == 30
+    assert config.make_config(photos=(PHOTOS,), epochs=5).epochs == 5
+    assert config.make_config("fast", photos=(PHOTOS,)).epochs == 3
 
 
 def test_the_split_is_stratified_seeded_and_keeps_a_lone_photo_for_training(test_photos):
