@@ -91,8 +91,8 @@ def camera(images: tf.Tensor, labels: tf.Tensor, config, seed: tf.Tensor, is_pho
     """(B, 28, 28) float32 0-255 images, (B,) int64 labels: a share `config.augment_camera` of the
     data set's images and a share `config.augment_photos` of the user's photos (`is_photo`, (B,)
     bool) made camera-like."""
-    if config.augment_camera <= 0 and config.augment_photos <= 0:
-        return images
+    if config.augment_camera <= 0 and (config.augment_photos <= 0 or is_photo is None):
+        return images  # Nothing would be changed: skip the work.
     if is_photo is None:
         is_photo = tf.zeros(tf.shape(labels), tf.bool)
     seeds = tf.random.experimental.stateless_split(seed, 4)

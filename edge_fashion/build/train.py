@@ -135,8 +135,7 @@ def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Te
             is_photo: tf.Tensor | None = None):
     seeds = tf.random.experimental.stateless_split(seed, 4)
     shift_seed, flip_seed, mixup_seed = seeds[0], seeds[1], seeds[2]
-    if config.augment_camera > 0 or (config.augment_photos > 0 and is_photo is not None):
-        images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3], is_photo)
+    images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3], is_photo)
     if config.shift_pixels > 0:
         images = shift(images, config.shift_pixels, shift_seed)
     if config.flip:
