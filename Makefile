@@ -1,7 +1,7 @@
 # Set-up, build and tests on a fresh Debian-like machine: `make build`, `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-OUT ?= build
+OUT ?= artifacts
 DATA_FILE = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Debian packages the tests need beside Python: a real sshd for deploy, debootstrap and qemu for the Pi userland,
 # chromium for the live page, systemd for `systemd-analyze verify` of the service unit.
@@ -39,4 +39,4 @@ test: setup test-packages
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) .cache build
+	rm -rf $(VENV) .cache $(OUT) build dist

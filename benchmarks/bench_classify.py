@@ -1,7 +1,7 @@
 """Benchmark device/classify.py as a board runs it: startup, peak RSS, per-frame latency.
 
 Usage (after `edge-fashion build`, from the repository root):
-    python benchmarks/bench_classify.py --bundle build/device --frames 100
+    python benchmarks/bench_classify.py --bundle artifacts/device --frames 100
 
 Under tflite-runtime (the board's venv from tests/device_venv.py: tflite-runtime 2.14, numpy 1.24,
 Pillow 9.4), ai-edge-litert (this Python) and the numpy engine (`--runtime numpy`, in both, for numpy
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import device_venv  # noqa: E402  (tests/device_venv.py)
-from edge_fashion.build import data  # noqa: E402
+from edge_fashion.pipeline import data  # noqa: E402
 
 LAUNCHER = """
 import os, sys
@@ -137,7 +137,7 @@ def markdown(rows: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "build" / "device")
+    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "artifacts" / "device")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5, help="startup runs per runtime")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the figures as JSON here")

@@ -1,9 +1,9 @@
 """Benchmark the emulated Raspberry Pi OS proof: set-up, self-test and classifying time per userland.
 
 Usage (after `edge-fashion build` and `python3 tests/device_venv.py`, from the repository root, as root):
-    python benchmarks/bench_emulated_pi.py --bundle build/device --runs 3 --images 500
+    python benchmarks/bench_emulated_pi.py --bundle artifacts/device --runs 3 --images 500
 
-Runs device/emulate_pi.py --suite all over both architectures --runs times, each run a fresh process
+Runs emulation/emulate_pi.py --suite all over both architectures --runs times, each run a fresh process
 (the userlands are cached after the first: their set-up time is the one userland.json recorded when
 they were built). Prints a Markdown table per userland: qemu-user, the interpreter requirements.txt
 gave it, set-up seconds, the self-test's seconds (median, fastest), images per second with the
@@ -22,12 +22,12 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "device" / "emulate_pi.py"
+SCRIPT = REPO / "emulation" / "emulate_pi.py"
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "build/device")
+    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "artifacts/device")
     parser.add_argument("--runs", type=int, default=3, help="fresh emulate_pi.py runs")
     parser.add_argument("--images", type=int, default=500, help="test images classified per userland and run")
     parser.add_argument("--suite", default="all", help="bookworm, trixie or all")

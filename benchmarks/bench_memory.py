@@ -1,7 +1,7 @@
 """Peak memory of device/classify.py on large images, as a 512 MB board would run it.
 
 Usage (after `edge-fashion build`, from the repository root):
-    python benchmarks/bench_memory.py --bundle build/device
+    python benchmarks/bench_memory.py --bundle artifacts/device
 
 Makes the images of tests/test_memory.py (50-megapixel RGBA PNG, 16-bit PNG, float TIFF and WebP,
 which must be refused, and the largest images of each kind that fit the decoding budget), runs
@@ -41,7 +41,7 @@ def outcome(stdout: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "build" / "device")
+    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "artifacts" / "device")
     arguments = parser.parse_args()
     python = device_venv.ensure_device_venv(REPO)
     script = arguments.bundle / "classify.py"

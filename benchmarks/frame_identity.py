@@ -4,7 +4,7 @@ Usage:
     python benchmarks/frame_identity.py ../shared/photos
     python benchmarks/frame_identity.py tests/photos --device-python .cache/device-venv/bin/python
 
-The host reads the folder with edge_fashion/build/photos.py (the board's preprocessing, loaded from
+The host reads the folder with edge_fashion/pipeline/photos.py (the board's preprocessing, loaded from
 device/); the board-like venv (tflite-runtime 2.14, numpy 1.24, Pillow 9.4: tests/device_venv.py)
 runs device/fashion_board/preprocess.py itself on every photo, decoded as classify.py decodes it.
 Prints how many frames are byte-identical, and names those that are not.
@@ -38,7 +38,7 @@ print(json.dumps(digests))
 
 
 def host_digests(folder: pathlib.Path) -> dict[str, str]:
-    from edge_fashion.build import photos
+    from edge_fashion.pipeline import photos
 
     read = photos.read_photos([folder], lambda line: None)
     return {str(path): (hashlib.sha256(frame.tobytes()).hexdigest() if not failure else "error: " + failure)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from edge_fashion import config as config_module  # noqa: E402
-from edge_fashion import device_files  # noqa: E402
-from edge_fashion.build import data, evaluate, photos, pipeline, train  # noqa: E402
-from converters import tflite  # noqa: E402
+from fashion_board import preprocess  # noqa: E402
+from edge_fashion.pipeline import data, evaluate, photos, stages, train  # noqa: E402
+from edge_fashion.converters import tflite  # noqa: E402
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser)
 
 PHOTOS = pathlib.Path(os.environ.get("EDGE_FASHION_PHOTOS", "/work/shared/photos"))
@@ -60,7 +60,6 @@ def split_photos(labels: np.ndarray) -> np.ndarray:
 
 def make_frames(paths: list[pathlib.Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(N, 28, 28) uint8 frames through the board's preprocessing, the unsure flags, ms each, errors."""
-    preprocess = device_files.board_module("preprocess")
     frames = np.zeros((len(paths), 28, 28), dtype=np.uint8)
     unsure, milliseconds, errors = np.zeros(len(paths), dtype=bool), np.zeros(len(paths)), []
     for number, path in enumerate(paths):
@@ -117,7 +116,6 @@ def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns
 
 def camera_frame_timing(paths: list[pathlib.Path]) -> str:
     """Decode and preprocess each photo as a 640x480 camera JPEG (quality 90): the issue's 5 ms budget."""
-    preprocess = device_files.board_module("preprocess")
     jpegs = []
     for path in paths:
         with Image.open(path) as photo:
@@ -176,7 +174,7 @@ def final_figures(config, dataset, model, photo_sets: dict, photo_parts=None) ->
     """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8;
     calibrated as `build` does, on the training photos too when photo_parts are given."""
     float_content = tflite.to_float(model)
-    calibration, _ = pipeline.representative_images(config, dataset, photo_parts)
+    calibration, _ = stages.representative_images(config, dataset, photo_parts)
     int8_content = tflite.to_int8(model, calibration, config.io_dtype)
     verdict = evaluate.verify(model, float_content, int8_content, dataset.test_images, dataset.test_labels)
     record = {"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,

@@ -2,7 +2,7 @@
 (each an MJPEG stream and a Server-Sent Events stream, as the page opens), against the same without --serve.
 
 Usage (after `edge-fashion build`, from the repository root):
-    python benchmarks/serve.py --bundle build/device --photos /work/shared/photos --frames 3000
+    python benchmarks/serve.py --bundle artifacts/device --photos /work/shared/photos --frames 3000
 
 Runs the board's venv (tests/device_venv.py: tflite-runtime 2.14, numpy 1.24, Pillow 9.4), plain and
 served in turn, --runs times each; prints frames per second and ms per frame (classify.py's own
@@ -97,7 +97,7 @@ def wait_for_url(stderr, process) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "build" / "device")
+    parser.add_argument("--bundle", type=pathlib.Path, default=REPO / "artifacts" / "device")
     parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("/work/shared/photos"))
     parser.add_argument("--images", type=int, default=60, help="photos in the replayed folder")
     parser.add_argument("--frames", type=int, default=3000, help="frames per run")

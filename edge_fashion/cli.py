@@ -98,11 +98,20 @@ def make_config(**options) -> config_module.BuildConfig:
         raise click.UsageError(str(error)) from None
 
 
+def checked_config(options: dict, bundle: bool = True) -> config_module.BuildConfig:
+    """The config, once its inputs are checked: a missing one fails in a second, before TensorFlow loads."""
+    from edge_fashion.pipeline import inputs
+
+    config = make_config(**options)
+    inputs.check(config, bundle=bundle)
+    return config
+
+
 def user_errors(function):
     """Turn the library's ValueErrors (bad data, bad model, refused gate) into one-line errors."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from edge_fashion.build import evaluate
+        from edge_fashion.pipeline import evaluate
 
         try:
             return function(*args, **kwargs)
@@ -122,7 +131,7 @@ def cli():
 
     \b
     Example:
-        edge-fashion build                 # train, convert, verify: build/ and build/device/
+        edge-fashion build                 # train, convert, verify: artifacts/ and artifacts/device/
         edge-fashion build --preset fast   # a few epochs, for a quick look
     """
 
@@ -142,14 +151,14 @@ def build(**options):
 
     \b
     Example:
-        edge-fashion build --out build
+        edge-fashion build --out artifacts
         edge-fashion build --photos my-photos/        # trains 40 epochs with your photos
-        scp -r build/device pi@raspberrypi.local:fashion
+        edge-fashion deploy pi@raspberrypi.local:fashion --install
     """
-    from edge_fashion.build import pipeline
+    config = checked_config(options)
+    from edge_fashion.pipeline import stages  # TensorFlow loads here, once the inputs are known good.
 
-    config = make_config(**options)
-    click.echo(pipeline.summary(pipeline.build(config, progress), config.out_dir))
+    click.echo(stages.summary(stages.build(config, progress), config.out_dir))
 
 
 @cli.command("train")
@@ -162,15 +171,15 @@ def train_command(**options):
 
     \b
     Example:
-        edge-fashion train --epochs 40 --out build
-        edge-fashion convert --out build
+        edge-fashion train --epochs 40 --out artifacts
+        edge-fashion convert --out artifacts
     """
-    from edge_fashion.build import pipeline
+    config = checked_config(options, bundle=False)
+    from edge_fashion.pipeline import stages
 
-    config = make_config(**options)
-    training = pipeline.train_only(config, progress)
+    training = stages.train_only(config, progress)
     click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
-               f"{training['best_epoch']}; wrote {config.out_dir / pipeline.TRAINED / 'model.keras'}")
+               f"{training['best_epoch']}; wrote {config.out_dir / stages.TRAINED / 'model.keras'}")
 
 
 @cli.command()
@@ -183,12 +192,12 @@ def convert(**options):
 
     \b
     Example:
-        edge-fashion convert --out build --representative-samples 1000
+        edge-fashion convert --out artifacts --representative-samples 1000
     """
-    from edge_fashion.build import pipeline
+    config = checked_config(options)
+    from edge_fashion.pipeline import stages
 
-    config = make_config(**options)
-    click.echo(pipeline.summary(pipeline.reconvert(config, progress), config.out_dir))
+    click.echo(stages.summary(stages.reconvert(config, progress), config.out_dir))
 
 
 @cli.command()
@@ -203,15 +212,15 @@ def evaluate(**options):
 
     \b
     Example:
-        edge-fashion evaluate --out build --max-drop 0.3
-        edge-fashion evaluate --out build --photos my-photos/
+        edge-fashion evaluate --out artifacts --max-drop 0.3
+        edge-fashion evaluate --out artifacts --photos my-photos/
     """
-    from edge_fashion.build import evaluate as evaluate_module
-    from edge_fashion.build import pipeline
+    from edge_fashion.pipeline import evaluate as evaluate_module
+    from edge_fashion.pipeline import stages
 
     config = make_config(**options)
-    dataset = pipeline.load_data(config, progress)
-    keras_model, float_content, int8_content = pipeline.read_models(config.out_dir)
+    dataset = stages.load_data(config, progress)
+    keras_model, float_content, int8_content = stages.read_models(config.out_dir)
     progress("Verifying the Keras, float and int8 models on the test set")
     verdict = evaluate_module.verify(keras_model, float_content, int8_content,
                                      dataset.test_images, dataset.test_labels)
@@ -219,9 +228,9 @@ def evaluate(**options):
                f"int8 TFLite {100 * verdict.int8.accuracy:.2f}%; top-1 agreement int8/float "
                f"{100 * verdict.int8_float_agreement:.2f}%")
     if config.photos:
-        from edge_fashion.build import photo_report
+        from edge_fashion.pipeline import photo_report
 
-        section = pipeline.evaluate_photos(config, float_content, int8_content, progress)
+        section = stages.evaluate_photos(config, float_content, int8_content, progress)
         click.echo(photo_report.summary_line(section, "photos:") + f"; written to {config.out_dir / 'report.md'}")
     evaluate_module.check_gate(verdict.float_tflite.accuracy, verdict.int8.accuracy, config.max_drop)
     click.echo(f"int8 passes the gate: {evaluate_module.drop_phrase(verdict.drop_points)} against float "
@@ -272,7 +281,7 @@ def deploy_command(target, bundle_dir, install, self_test, rollback, list_releas
         edge-fashion deploy --fleet boards.ini --batch 10 --max-fail 20
         edge-fashion deploy pi@raspberrypi.local:fashion --install --service
     """
-    from edge_fashion.build import runs
+    from edge_fashion.pipeline import runs
     from edge_fashion.deploy import releases
     from edge_fashion.deploy import service as service_module
 
@@ -315,9 +324,9 @@ def runs_command(out_dir, keep):
     Examples:
         edge-fashion runs
         edge-fashion runs --keep 5
-        edge-fashion deploy pi@raspberrypi.local:fashion --bundle build/runs/20261129T160530Z-1a2b3c4d
+        edge-fashion deploy pi@raspberrypi.local:fashion --bundle artifacts/runs/20261129T160530Z-1a2b3c4d
     """
-    from edge_fashion.build import runs
+    from edge_fashion.pipeline import runs
 
     if keep is not None:
         for name in runs.prune(out_dir, keep):
@@ -370,8 +379,8 @@ def bench_command(build_dir, out_dir, invokes, quick, device_python):
 
     \b
     Example:
-        edge-fashion bench build
-        edge-fashion bench build --quick --device-python .cache/device-venv/bin/python
+        edge-fashion bench artifacts
+        edge-fashion bench artifacts --quick --device-python .cache/device-venv/bin/python
     """
     from edge_fashion.bench import report, run
 

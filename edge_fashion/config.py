@@ -9,7 +9,7 @@ class BuildConfig:
     # Where the four IDX files are; None searches the usual places (see data.find_data_dir).
     data_dir: pathlib.Path | None = None
     # Where every artifact goes; a failed build never overwrites what is already there.
-    out_dir: pathlib.Path = pathlib.Path("build")
+    out_dir: pathlib.Path = pathlib.Path("artifacts")
     # Seeds the split, the weights, dropout and shuffling: same seed on the CPU, same model.
     seed: int = 42
     # Held out of the 60,000 training images for choosing the best epoch; never the test set.

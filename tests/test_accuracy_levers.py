@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters import quantizers, tflite
+from edge_fashion.converters import quantizers, tflite
 from edge_fashion import config as config_module
-from edge_fashion.build import data, evaluate, train
+from edge_fashion.pipeline import data, evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_per_channel_gives_each_output_unit_its_own_weight_scale(tiny_model, dat
 
 def test_ai_edge_quantizer_gives_an_all_integer_model_like_the_converter(tiny_model, dataset):
     pytest.importorskip("ai_edge_quantizer")
-    from converters import ai_edge
+    from edge_fashion.converters import ai_edge
 
     images = dataset.test_images[:500]
     np.testing.assert_allclose(ai_edge.fold_rescaling(tiny_model).predict(images.astype(np.float32), verbose=0),

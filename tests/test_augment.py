@@ -1,4 +1,4 @@
-"""Camera augmentation (edge_fashion/build/augment.py) on real Fashion-MNIST images."""
+"""Camera augmentation (edge_fashion/pipeline/augment.py) on real Fashion-MNIST images."""
 
 import dataclasses
 import json
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from edge_fashion import config as config_module
-from edge_fashion.build import augment, data, train
+from edge_fashion.pipeline import augment, data, train
 
 SHOES = (5, 7, 9)
 

@@ -8,9 +8,9 @@ import keras
 import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
-from converters import tflite
+from edge_fashion.converters import tflite
 from edge_fashion import device_files
-from edge_fashion.build import data, model
+from edge_fashion.pipeline import data, model
 
 TOP_LEVEL = ("model.keras", "model_float.tflite", "model_int8.tflite", "labels.txt", "report.json",
              "report.md", "confusion_int8.png", "misclassified_int8.png")

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from edge_fashion.build import data, evaluate
+from edge_fashion.pipeline import data, evaluate
 
 CLASSIFY = REPO / "device" / "classify.py"
 DEVICE_CODE = [CLASSIFY, *sorted((REPO / "device" / "fashion_board").glob("*.py"))]
@@ -29,11 +29,10 @@ CLASSIFIED, EITHER = "classified", "classified or an error"
 
 
 def load_board():
-    """The board package device/fashion_board, for its pure numpy functions, loaded from the device files."""
-    from edge_fashion import device_files
+    """The board package device/fashion_board, for its pure numpy functions, imported by name."""
+    from fashion_board import preprocess, runtimes, stream
 
-    return types.SimpleNamespace(**{name: device_files.board_module(name)
-                                    for name in ("preprocess", "runtimes", "stream")})
+    return types.SimpleNamespace(preprocess=preprocess, runtimes=runtimes, stream=stream)
 
 
 def run(python, script, *args, stdin=b"", env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -351,7 +350,7 @@ def test_self_test_fails_when_the_board_disagrees(device_python, bundle):
 def int8_io_model(tiny_build, images) -> bytes:
     import keras
 
-    from converters import tflite
+    from edge_fashion.converters import tflite
 
     return tflite.to_int8(keras.models.load_model(tiny_build / "model.keras"), images, io_dtype="int8")
 
@@ -375,7 +374,7 @@ def test_float_and_int8_io_models(device_python, tiny_build, test_set, tmp_path,
 def test_model_with_a_fixed_batch_size_runs_one_image_at_a_time(device_python, device, test_set, tmp_path):
     import keras
 
-    from converters import tflite
+    from edge_fashion.converters import tflite
 
     images, _ = test_set
     layers = [keras.Input((28, 28), batch_size=1), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),

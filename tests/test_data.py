@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 
 
 def write_idx(path: pathlib.Path, magic: int, array: np.ndarray, count: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """Proof on the board's userland: the bundle's classify.py on Raspberry Pi OS Bookworm (Debian 12:
 Python 3.11, numpy 1.24, Pillow 9.4, tflite-runtime 2.14) and trixie (Debian 13: Python 3.13, numpy
 2.2, Pillow 11.1; ai-edge-litert on arm64, the numpy engine on armhf), each for arm64 and armhf, under
-qemu-user, computes what it computes on this machine. device/emulate_pi.py does the work; the
+qemu-user, computes what it computes on this machine. emulation/emulate_pi.py does the work; the
 userlands are cached in .cache/pi-userland (1-3 minutes each to build, then reused)."""
 
 import json
@@ -18,13 +18,13 @@ from packaging import requirements, utils
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "device"))  # emulate_pi.py and the host-side modules beside it.
+sys.path.insert(0, str(REPO / "emulation"))  # emulate_pi.py and the modules beside it.
 
 import emulate_pi  # noqa: E402
 import pi_packages  # noqa: E402
 import pi_userland  # noqa: E402
 
-SCRIPT = REPO / "device" / "emulate_pi.py"
+SCRIPT = REPO / "emulation" / "emulate_pi.py"
 IMAGES = 100  # Real test images per userland: start-up, not the images, takes most of a run's 10-30 s.
 TIMEOUT = 2400  # Seconds; a first run builds the four userlands (5-10 minutes).
 # What each Pi OS ships, and the interpreter the bundle's requirements.txt gives it.

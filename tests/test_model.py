@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from edge_fashion import config
-from edge_fashion.build import model
+from edge_fashion.pipeline import model
 
 
 def test_shape_and_parameter_count():

@@ -12,9 +12,9 @@ import pytest
 from packaging.markers import Marker
 
 from conftest import REPO
-from converters import quantizers, tflite
-from edge_fashion import device_files
-from edge_fashion.build import data, evaluate, numpy_check
+from edge_fashion.converters import quantizers, tflite
+from edge_fashion.pipeline import data, evaluate, numpy_check
+from fashion_board import fixed_point, numpy_engine, numpy_kernels
 
 IMAGES = 2000  # Real test images per comparison.
 MODEL_EXIT = 2
@@ -22,7 +22,7 @@ MODEL_EXIT = 2
 
 @pytest.fixture(scope="session")
 def engine():
-    return device_files.board_module("numpy_engine")
+    return numpy_engine
 
 
 @pytest.fixture(scope="session")
@@ -86,13 +86,13 @@ def test_the_reader_sees_the_tensors_the_interpreter_sees(tiny_build, engine):
 def test_op_numbers_follow_the_tflite_schema(engine):
     from tensorflow.lite.python import schema_py_generated as schema
 
-    kernels = device_files.board_module("numpy_kernels")
+    kernels = numpy_kernels
     for code, name in kernels.OP_NAMES.items():
         assert getattr(schema.BuiltinOperator, name) == code, name
 
 
 def test_fixed_point_rounding_is_tflites(engine):
-    kernels = device_files.board_module("fixed_point")
+    kernels = fixed_point
     assert kernels.quantize_multiplier(1.0) == (1 << 30, 1)
     assert kernels.quantize_multiplier(0.75) == (3 << 29, 0)
     multiplier, shift = kernels.quantize_multiplier(0.25)

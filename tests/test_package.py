@@ -19,7 +19,7 @@ from edge_fashion import device_files
 # site-packages (so the wheel wins) and runs none of this venv's .pth files (so not its editable
 # install of the checkout).
 SHARED_SITE = sysconfig.get_paths()["purelib"]
-SOURCES = ("edge_fashion", "converters", "device")
+SOURCES = ("edge_fashion", "device")
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 SHORT_BUILD = ["build", "--preset", "fast", "--epochs", "1", "--train-limit", "500", "--seed", "3"]
 # Runs the CLI and says whether TensorFlow was imported before the command failed.
@@ -48,7 +48,7 @@ def built(tmp_path_factory) -> dict:
     source = root / "source"
     for name in SOURCES:
         shutil.copytree(REPO / name, source / name, ignore=SKIPPED)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(root / "dist"), str(source)],
                    check=True, capture_output=True, timeout=300)
@@ -76,27 +76,46 @@ def installed_site(venv: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
 
 
+def wheel_name(name: str) -> str:
+    """Where a bundle file ('classify.py', 'fashion_board/preprocess.py') lies in the wheel."""
+    return name if name.startswith("fashion_board/") else f"edge_fashion/device/{name}"
+
+
 def test_the_wheel_carries_every_module_and_the_device_files(built):
     names = set(zipfile.ZipFile(built["wheel"]).namelist())
-    for package in ("edge_fashion", "converters"):
-        for path in (REPO / package).rglob("*.py"):
-            assert path.relative_to(REPO).as_posix() in names, f"{path} is not in the wheel: list its package in pyproject.toml"
+    for path in (REPO / "edge_fashion").rglob("*.py"):
+        assert path.relative_to(REPO).as_posix() in names, f"{path} is not in the wheel: list its package in pyproject.toml"
     for name in device_files.bundle_files():
-        assert f"edge_fashion/device/{name}" in names, name
+        assert wheel_name(name) in names, name
+    assert "edge_fashion/py.typed" in names
     sdist = subprocess.run(["tar", "-tzf", str(built["sdist"])], capture_output=True, text=True, check=True).stdout
     assert all(f"/device/{name}" in sdist for name in device_files.bundle_files())
 
 
+def test_the_wheel_carries_only_what_a_user_runs_and_its_licence(built):
+    wheel = zipfile.ZipFile(built["wheel"])
+    tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
+    assert tops == {"edge_fashion", "fashion_board"}, tops
+    assert not [name for name in wheel.namelist() if "emulat" in name or name.startswith("edge_fashion/device/pi_")]
+    metadata = next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA"))
+    text = wheel.read(metadata).decode()
+    assert "License-Expression: Apache-2.0" in text and "Classifier: Typing :: Typed" in text
+    import edge_fashion
+    assert f"Version: {edge_fashion.__version__}" in text
+    licence = next(name for name in wheel.namelist() if name.endswith("/LICENSE"))
+    assert "Apache License" in wheel.read(licence).decode()
+
+
 def test_the_installed_wheel_not_the_checkout_is_what_runs(venv, tmp_path):
-    script = ("import edge_fashion, edge_fashion.device_files as files; "
-              "print(edge_fashion.__file__); print(files.DEVICE_DIR); print(files.board_module('preprocess').__file__)")
+    script = ("import edge_fashion, edge_fashion.device_files as files; from fashion_board import preprocess; "
+              "print(edge_fashion.__file__); print(files.DEVICE_DIR); print(preprocess.__file__)")
     result = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True,
                             cwd=tmp_path, env=clean_env(tmp_path), check=True, timeout=60)
     package, device, preprocess = map(pathlib.Path, result.stdout.split())
     site = installed_site(venv).resolve()
     assert package.resolve().is_relative_to(site), package
     assert device.resolve() == site / "edge_fashion" / "device"
-    assert preprocess.resolve() == site / "edge_fashion" / "device" / "fashion_board" / "preprocess.py"
+    assert preprocess.resolve() == site / "fashion_board" / "preprocess.py"
 
 
 def test_an_editable_install_reads_device_files_in_place(built, tmp_path):
@@ -105,11 +124,13 @@ def test_an_editable_install_reads_device_files_in_place(built, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
                     "--no-deps", "--no-build-isolation", "--no-index", "-e", str(built["source"])],
                    check=True, capture_output=True, timeout=300)
-    script = "import edge_fashion.device_files as files; print(files.DEVICE_DIR); print(len(files.bundle_files()))"
+    script = ("import edge_fashion.device_files as files; print(files.DEVICE_DIR); print(files.BOARD_DIR); "
+              "print(len(files.bundle_files()))")
     result = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True,
                             cwd=tmp_path, env=clean_env(tmp_path), check=True, timeout=60)
-    device, count = result.stdout.split()
+    device, board, count = result.stdout.split()
     assert pathlib.Path(device) == built["source"] / "device" and int(count) == len(device_files.bundle_files())
+    assert pathlib.Path(board) == built["source"] / "device" / "fashion_board"
 
 
 def test_a_short_build_from_the_wheel_writes_a_complete_bundle(venv, tmp_path, data_dir, device_python):

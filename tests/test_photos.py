@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
 from edge_fashion import config
-from edge_fashion.build import data, photo_report, photos, train
+from edge_fashion.pipeline import data, photo_report, photos, train
 
 PHOTOS = REPO / "tests" / "photos"
 CLASSIFY = REPO / "device" / "classify.py"

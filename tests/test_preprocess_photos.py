@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from edge_fashion import device_files
+from fashion_board import preprocess as board_preprocess
 
 PHOTOS = REPO / "tests" / "preprocess_photos"
 # Garments that differ from their background more in colour than in brightness: grey pullover on a
@@ -27,7 +27,7 @@ BORDER_IS_GARMENT = ["shirt-b69d769b.jpg", "t-shirt-top-330f1f98.jpg"]
 
 @pytest.fixture(scope="module")
 def preprocess():
-    return device_files.board_module("preprocess")
+    return board_preprocess
 
 
 def frame_of(preprocess, name: str) -> tuple[np.ndarray, bool]:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
-from edge_fashion.build import bundle, pipeline, runs
+from edge_fashion.pipeline import bundle, stages, runs
 
 RUN_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
 SUBPROCESS_TIMEOUT_SECONDS = 600  # A tiny build takes 15-60 s on 2 busy cores; never hang the suite.
@@ -39,7 +39,7 @@ def assert_latest_is_whole(out):
     run = runs.latest_run(out)
     report = json.loads((run / "report.json").read_text())
     assert report.get("run", run.name) == run.name and run.parent == (out / runs.RUNS).resolve()
-    for name in pipeline.MODEL_NAMES:
+    for name in stages.MODEL_NAMES:
         assert sha256(run / name) == sha256(out / name) == report["sha256"][name], name
     manifest = json.loads((out / "device" / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == sha256(out / "device" / "model_int8.tflite") == report["sha256"]["model_int8.tflite"]
@@ -171,10 +171,10 @@ def test_train_then_convert_publishes_the_trained_model_as_a_run(tiny_build, tmp
     out = copy_build(tiny_build, tmp_path)
     run_cli("train", "--epochs", "1", "--train-limit", "1000", "--seed", "12", "--data-dir", str(data_dir),
             "--out", str(out))
-    trained = sha256(out / pipeline.TRAINED / "model.keras")
+    trained = sha256(out / stages.TRAINED / "model.keras")
     run_cli("convert", *TINY_BUILD_ARGS, "--data-dir", str(data_dir), "--out", str(out))
     run = assert_latest_is_whole(out)
-    assert sha256(run / "model.keras") == trained and not (out / pipeline.TRAINED).exists()
+    assert sha256(run / "model.keras") == trained and not (out / stages.TRAINED).exists()
     assert len(run_names(out)) == 2
     assert run_cli("runs", "--out", str(out)).output.splitlines()[2].split()[:3] == ["*", run.name, "12"]
 

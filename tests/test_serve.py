@@ -18,7 +18,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 import browser
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 
 READY_SECONDS = 60  # Start-up of a board-like process on a loaded 2-core machine.
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 from edge_fashion.deploy import agent, service
 from test_classify import PICAMERA2_STAND_IN, camera_frame
 

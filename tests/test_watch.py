@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 
 CHUNK_PAUSE_SECONDS = 0.3  # Issue 13 measured every file lost at this pause between a writer's chunks.
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 import edge_fashion
 from edge_fashion.bench import report as bench_report
-from edge_fashion.build import bundle
+from edge_fashion.pipeline import bundle
 
 WORKER = pathlib.Path(__file__).resolve().with_name("worker.py")
 DEVICE_VENV_PYTHON = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "device-venv" / "bin" / "python"
@@ -36,7 +36,7 @@ CHILD_TIMEOUT_SECONDS = 600  # A hung runtime fails its own row, not the whole b
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     # The folder `edge-fashion build --out` wrote: the three models, report.json and device/.
-    build_dir: pathlib.Path = pathlib.Path("build")
+    build_dir: pathlib.Path = pathlib.Path("artifacts")
     # Where bench.json, bench.md and bench.png go; None: the build folder.
     out_dir: pathlib.Path | None = None
     # Timed single-image invokes per model and runtime (the issue asks for at least 1,000), after `warmup`.

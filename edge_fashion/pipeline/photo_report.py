@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from edge_fashion.build import data, evaluate, photos as photos_module
+from edge_fashion.pipeline import data, evaluate, photos as photos_module
 
 NO_FRAME = -1  # The prediction of a photo in which preprocessing found no garment: always wrong.
 THUMBNAIL = 96  # Pixels of the photo's longer side on the contact sheet.

@@ -14,7 +14,7 @@ ai-edge-litert in --litert-python), and every class score must be within MAX_SCO
 quantization steps of it. Emulated times are qemu's on this machine, not a board's.
 
 Usage:
-    sudo .venv/bin/python device/emulate_pi.py build/device all --suite all
+    sudo .venv/bin/python emulation/emulate_pi.py artifacts/device all --suite all
 
 Needs root (debootstrap), Debian's debootstrap and qemu-user-static, the mirror, PyPI, and a Python
 with pip and packaging (a venv's; Debian's python3 needs python3-pip and python3-packaging). Userlands
@@ -184,8 +184,8 @@ def compare(reference: dict, guest: dict, truth: dict, scale: float) -> dict:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Example: sudo .venv/bin/python device/emulate_pi.py build/device all --suite trixie")
-    parser.add_argument("bundle", type=pathlib.Path, help="the bundle folder (build/device)")
+                                     epilog="Example: sudo .venv/bin/python emulation/emulate_pi.py artifacts/device all --suite trixie")
+    parser.add_argument("bundle", type=pathlib.Path, help="the bundle folder (artifacts/device)")
     parser.add_argument("arch", nargs="?", default="all", choices=[*pi_userland.ARCHITECTURES, "all"],
                         help="64-bit or 32-bit Pi OS, or both (the default)")
     parser.add_argument("--suite", default="all", choices=[*pi_userland.SUITES, "all"],

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from edge_fashion import config as config_module
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 
 HIDDEN_UNITS = (300, 150)
 # 784*300+300 + 300*150+150 + 150*10+10: the Dense layers; Rescaling and Dropout have no weights.

@@ -4,35 +4,19 @@ int8 model. Each stage that writes holds OUT's lock."""
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import pathlib
-import sys
 import time
 
+import keras
 import numpy as np
 
 import edge_fashion
 from edge_fashion import config as config_module
-from edge_fashion.build import bundle, data, evaluate, inputs, numpy_check, photo_report, photos, runs
+from edge_fashion.converters import quantizers, tflite
+from edge_fashion.pipeline import (bundle, data, evaluate, numpy_check, photo_report, photos, quantization_report,
+                                   report, runs, train)
 
-
-def lazy_module(name: str):
-    """The module `name`, run at its first attribute access (importlib's LazyLoader): these import
-    TensorFlow, seconds of work, and the input checks must answer before that."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-quantization_report, report, train = (lazy_module(f"edge_fashion.build.{name}")
-                                      for name in ("quantization_report", "report", "train"))
-quantizers, tflite = lazy_module("converters.quantizers"), lazy_module("converters.tflite")
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
 TRAINED = "trained"  # OUT/trained/: what `train` wrote, which the next `convert` turns into a run.
@@ -176,7 +160,6 @@ def photo_lines(result: dict) -> list[str]:
 def build(config: config_module.BuildConfig, progress) -> dict:
     """Train, then convert, verify, report, bundle and publish; raises GateError when int8 is refused."""
     started = time.perf_counter()
-    inputs.check(config)
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
         photo_parts = load_photos(config, progress)
@@ -190,7 +173,6 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
     """Convert, verify and publish as a new run the model `train` left in OUT/trained/, else the
     latest run's model, without training; a published trained/ model is then removed from there."""
     started = time.perf_counter()
-    inputs.check(config)
     if not config.out_dir.is_dir():
         raise ValueError(f"{config.out_dir} not found: run `edge-fashion build --out {config.out_dir}` first")
     with runs.lock(config.out_dir):
@@ -208,7 +190,6 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
 
 def train_only(config: config_module.BuildConfig, progress) -> dict:
     """Train and write OUT/trained/model.keras and train.json (swapped in whole); return what train.json holds."""
-    inputs.check(config, bundle=False)
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
         training = run_training(config, dataset, progress, load_photos(config, progress))
@@ -261,8 +242,6 @@ def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progr
 
 def read_training(folder: pathlib.Path) -> dict:
     """model.keras and what is known of its training: train.json, else a run's report."""
-    import keras
-
     if not (folder / "model.keras").is_file():
         raise ValueError(f"{folder / 'model.keras'} not found: run `edge-fashion train --out {folder}` first")
     if (folder / "train.json").is_file():
@@ -280,8 +259,6 @@ def read_training(folder: pathlib.Path) -> dict:
 def read_models(out_dir: pathlib.Path):
     """(Keras model, float TFLite bytes, int8 TFLite bytes) of a finished build: OUT's latest run, or
     `out_dir` itself when it is a run (or a build of the layout before runs)."""
-    import keras
-
     out_dir = runs.models_folder(out_dir)
     missing = [name for name in MODEL_NAMES if not (out_dir / name).is_file()]
     if missing:

@@ -11,9 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from edge_fashion import config as config_module
-from edge_fashion.build import augment as augment_module
-from edge_fashion.build import data
-from edge_fashion.build import model as model_module
+from edge_fashion.pipeline import augment as augment_module
+from edge_fashion.pipeline import data
+from edge_fashion.pipeline import model as model_module
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 import keras
 import numpy as np
 
-from converters import tflite
+from edge_fashion.converters import tflite
 
 GRANULARITY = {True: "CHANNELWISE", False: "TENSORWISE"}
 

@@ -12,7 +12,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from converters import tflite
+from edge_fashion.converters import tflite
 
 ROUNDING_ONLY = 1 / np.sqrt(12)  # RMS error of rounding to the nearest step, in steps.
 

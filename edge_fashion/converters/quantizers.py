@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from converters import tflite
+from edge_fashion.converters import tflite
 
 QUANTIZERS = ("converter", "ai-edge")
 
@@ -14,7 +14,7 @@ def to_int8(quantizer: str, model, representative_images: np.ndarray, io_dtype: 
         return tflite.to_int8(model, representative_images, io_dtype, per_channel)
     if quantizer == "ai-edge":
         try:
-            from converters import ai_edge
+            from edge_fashion.converters import ai_edge
             import ai_edge_quantizer  # noqa: F401
         except ImportError:
             raise ValueError("--quantizer ai-edge needs ai-edge-quantizer: pip install ai-edge-quantizer") from None

@@ -12,7 +12,7 @@ import numpy as np
 
 import edge_fashion
 from edge_fashion import device_files
-from edge_fashion.build import evaluate, runs
+from edge_fashion.pipeline import evaluate, runs
 
 INT8_NAME, REJECTED_NAME = "model_int8.tflite", "model_int8.rejected.tflite"
 SELF_TEST_TOLERANCE = 0.0625  # Dequantized probability; 16 steps of 1/256, above the 14 seen between runtimes.
@@ -134,5 +134,5 @@ def write_device_bundle(folder: pathlib.Path, int8_content: bytes, labels: list[
     atomic_write_bytes(folder / INT8_NAME, int8_content)
     atomic_write_text(folder / "labels.txt", "\n".join(labels) + "\n")
     atomic_write_json(folder / "manifest.json", manifest_value)
-    for name in device_files.bundle_files():
-        atomic_write_bytes(folder / name, (device_files.DEVICE_DIR / name).read_bytes())
+    for name, path in device_files.bundle_files().items():
+        atomic_write_bytes(folder / name, path.read_bytes())

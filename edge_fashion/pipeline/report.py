@@ -7,7 +7,7 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion.build import bundle, evaluate, numpy_check, photo_report, quantization_report
+from edge_fashion.pipeline import bundle, evaluate, numpy_check, photo_report, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.

@@ -2,8 +2,8 @@
 
 A photos folder holds one sub-folder per class, named by its label with "/" written "-" and matched
 without regard to case (`T-shirt-top/`, `ankle boot/`). Each photo is decoded and preprocessed by
-device/fashion_board itself, with the arguments classify.py gives it, so the frames here are the
-bytes the board would feed the model.
+the board's own package (fashion_board), with the arguments classify.py gives it, so the frames here
+are the bytes the board would feed the model.
 """
 
 import dataclasses
@@ -12,8 +12,8 @@ import typing
 
 import numpy as np
 
-from edge_fashion import device_files
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
+from fashion_board import capture, common, preprocess, sources
 
 PROGRESS_EVERY = 250  # Photos between two progress lines.
 
@@ -45,7 +45,7 @@ class Photos:
 def folder_name(label: str) -> str:
     """The folder a class's photos live in: 'T-shirt/top' -> 'T-shirt-top'. The board's own rule
     (--save-frames and the live page's captures write these folders), never a copy of it."""
-    return device_files.board_module("capture").folder_name(label)
+    return capture.folder_name(label)
 
 
 FOLDER_LABELS = {folder_name(label).casefold(): index for index, label in enumerate(data.LABELS)}
@@ -56,7 +56,7 @@ def class_folders(folder: pathlib.Path, warn: typing.Callable[[str], None]) -> l
     if not folder.is_dir():
         raise PhotosError(f"{folder}: no such folder (--photos wants a folder with one sub-folder per class)")
     found = []
-    extensions = board("sources").IMAGE_EXTENSIONS
+    extensions = sources.IMAGE_EXTENSIONS
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
@@ -73,18 +73,13 @@ def folder_names() -> list[str]:
     return [folder_name(label) for label in data.LABELS]
 
 
-def board(name: str):
-    """A module of the board's package (preprocess, sources), loaded from device/ itself."""
-    return device_files.board_module(name)
-
-
 def listed_photos(folders: typing.Sequence[pathlib.Path], warn) -> list[tuple[pathlib.Path, int]]:
     """(path, label) of every image file in the class folders of `folders`, in a stable order."""
     listed = []
     for folder in folders:
         in_folder = []
         for label, path in class_folders(pathlib.Path(folder), warn):
-            files = board("sources").image_files(path)
+            files = sources.image_files(path)
             if not files:
                 warn(f"{path}: no photos in this class folder")
             in_folder += [(file, label) for file in files]
@@ -97,23 +92,22 @@ def listed_photos(folders: typing.Sequence[pathlib.Path], warn) -> list[tuple[pa
 def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
     """(frame, "") as classify.py makes it of the file (decoded with the JPEG draft, no --roi);
     (None, why) for a file that does not decode, (zeros, why) for one with no frame in it."""
-    preprocess, one_line = board("preprocess"), board("common").one_line
     try:
         image = preprocess.decode(path, True)
     except Exception as error:  # Pillow raises many types on a malformed file: this photo only.
-        progress(f"{path}: cannot read it ({one_line(error)}), skipped")
-        return None, one_line(error)
+        progress(f"{path}: cannot read it ({common.one_line(error)}), skipped")
+        return None, common.one_line(error)
     try:
         return preprocess.preprocess(image, None), ""
     except Exception as error:  # Such as "no garment found": the board answers it with an error.
-        progress(f"{path}: {one_line(error)}")
-        return np.zeros((28, 28), np.uint8), one_line(error)
+        progress(f"{path}: {common.one_line(error)}")
+        return np.zeros((28, 28), np.uint8), common.one_line(error)
 
 
 def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callable[[str], None]) -> Photos:
     """Every photo of `folders`; an unreadable one is named and left out, one without a garment is
     named and kept as a failure (the board would answer it with an error)."""
-    board("preprocess").configure_pillow()  # Refuses decompression bombs, as on the board.
+    preprocess.configure_pillow()  # Refuses decompression bombs, as on the board.
     listed = listed_photos(folders, progress)
     frames, labels, paths, failures = [], [], [], []
     for number, (path, label) in enumerate(listed, start=1):

@@ -12,7 +12,7 @@ import zlib
 
 from edge_fashion import config as config_module
 from edge_fashion import device_files
-from edge_fashion.build import data
+from edge_fashion.pipeline import data
 
 MAGICS = {"train_images": data.IMAGE_MAGIC, "test_images": data.IMAGE_MAGIC,
           "train_labels": data.LABEL_MAGIC, "test_labels": data.LABEL_MAGIC}

@@ -1,7 +1,7 @@
 """The board's numpy engine against the interpreter, on every test image, during the build.
 
-The engine is the board's own code (device/fashion_board/numpy_engine.py, loaded through
-device_files), never a copy. It must give the interpreter's top-1 on every image and every class
+The engine is the board's own code (device/fashion_board/numpy_engine.py, imported as
+the package fashion_board), never a copy. It must give the interpreter's top-1 on every image and every class
 score within STEP_TOLERANCE output steps. A disagreement does not stop the build: the bundle is
 still written for the interpreters, the report and the build summary say so, and the manifest
 records it, so that classify.py refuses `--runtime numpy` on that model instead of answering wrongly.
@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from edge_fashion import device_files
-from edge_fashion.build import evaluate
+from fashion_board import numpy_engine
+
+from edge_fashion.pipeline import evaluate
 
 STEP_TOLERANCE = 1  # Output steps (1/256 of probability) a score may differ by.
 BATCH_SIZE = 1000  # Images per engine call: (1000, 784) float64 rows are 6 MB.
@@ -20,8 +21,7 @@ BATCH_SIZE = 1000  # Images per engine call: (1000, 784) float64 rows are 6 MB.
 
 def engine_raw(int8_content: bytes, images: np.ndarray) -> tuple:
     """Raw (N, classes) outputs of the numpy engine on (N, 28, 28) uint8 pixels, and its output details."""
-    engine = device_files.board_module("numpy_engine")
-    interpreter = engine.Interpreter(model_content=int8_content)
+    interpreter = numpy_engine.Interpreter(model_content=int8_content)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     outputs = []
     for start in range(0, len(images), BATCH_SIZE):
