@@ -25,8 +25,7 @@ def bundle_files() -> dict[str, pathlib.Path]:
     bundle ('classify.py', 'fashion_board/preprocess.py')."""
     files = {name: DEVICE_DIR / name for name in TOP_FILES}
     files.update({f"{BOARD_DIR.name}/{path.name}": path for path in sorted(BOARD_DIR.glob("*.py"))})
-    missing = [name for name, path in files.items() if not path.is_file()]
+    missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
-        raise ValueError(f"the package's device files are incomplete: {', '.join(missing)} not found "
-                         f"in {DEVICE_DIR} and {BOARD_DIR}")
+        raise ValueError(f"the package's device files are incomplete: {', '.join(missing)} not found")
     return files

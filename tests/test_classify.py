@@ -121,6 +121,20 @@ def test_imports_nothing_outside_stdlib_numpy_pillow_and_interpreters(source):
     assert not outside and "edge_fashion" not in source.read_text()
 
 
+def test_the_board_package_as_the_host_imports_it_loads_nothing_of_the_host():
+    """The host imports fashion_board by name; importing every one of its modules loads no edge_fashion,
+    TensorFlow, Keras or click (the host's side), only what a board has."""
+    modules = sorted(path.stem for path in (REPO / "device" / "fashion_board").glob("*.py") if path.stem != "__init__")
+    script = (f"import sys, importlib; [importlib.import_module('fashion_board.' + name) for name in {modules!r}]; "
+              "print(sys.modules['fashion_board'].__file__); "
+              "print(sorted({name.split('.')[0] for name in sys.modules} & {'edge_fashion', 'tensorflow', 'keras', 'click'}))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60,
+                            cwd="/")
+    location, host_modules = result.stdout.split("\n")[:2]
+    assert pathlib.Path(location) == REPO / "device" / "fashion_board" / "__init__.py"
+    assert host_modules == "[]", host_modules
+
+
 def test_dataset_form_images_pass_through_bit_for_bit(classify, test_set):
     images, _ = test_set
     changed = [index for index, image in enumerate(images)

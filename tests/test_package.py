@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import zipfile
 
+import click
 import pytest
 
 from conftest import REPO
@@ -18,7 +19,8 @@ from edge_fashion import device_files
 # venv's site-packages through a .pth line, which appends them after the fresh venv's own
 # site-packages (so the wheel wins) and runs none of this venv's .pth files (so not its editable
 # install of the checkout).
-SHARED_SITE = sysconfig.get_paths()["purelib"]
+# The folder the dependencies are installed in (this venv's site-packages, or one it borrows from).
+SHARED_SITE = str(pathlib.Path(click.__file__).resolve().parents[1])
 SOURCES = ("edge_fashion", "device")
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 SHORT_BUILD = ["build", "--preset", "fast", "--epochs", "1", "--train-limit", "500", "--seed", "3"]
@@ -199,5 +201,5 @@ def test_missing_device_files_fail_before_tensorflow_loads(venv, tmp_path, data_
         installed.write_bytes(kept)
     assert len(lines) == 2, lines
     error, loaded = lines
-    assert "lacks classify.py" in error and "device files are incomplete" in error, error
+    assert "device/classify.py not found" in error and "device files are incomplete" in error, error
     assert loaded == "tensorflow imported: False"
