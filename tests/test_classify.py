@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import REPO
 from edge_fashion.pipeline import data, evaluate
+from fashion_board import quantization
 
 CLASSIFY = REPO / "device" / "classify.py"
 DEVICE_CODE = [CLASSIFY, *sorted((REPO / "device" / "fashion_board").glob("*.py"))]
@@ -147,11 +148,11 @@ def test_dataset_form_images_pass_through_bit_for_bit(classify, test_set):
 def test_quantize_inverts_dequantize_and_clips(classify, dtype, scale, zero_point):
     limits = np.iinfo(dtype)
     quantized = np.arange(limits.min, limits.max + 1, max(1, (int(limits.max) - limits.min) // 300)).astype(dtype)
-    real = classify.runtimes.dequantize(quantized, scale, zero_point)
-    assert np.array_equal(classify.runtimes.quantize(real, dtype, scale, zero_point), quantized)
+    real = quantization.dequantize(quantized, scale, zero_point)
+    assert np.array_equal(quantization.quantize(real, dtype, scale, zero_point), quantized)
     beyond = np.array([real.min() - 10, real.max() + 10], np.float32)
-    assert classify.runtimes.quantize(beyond, dtype, scale, zero_point).tolist() == [limits.min, limits.max]
-    assert classify.runtimes.dequantize(np.array([0.25], np.float32), 0.0, 0).tolist() == [0.25]
+    assert quantization.quantize(beyond, dtype, scale, zero_point).tolist() == [limits.min, limits.max]
+    assert quantization.dequantize(np.array([0.25], np.float32), 0.0, 0).tolist() == [0.25]
 
 
 def test_top_predictions_and_latency_summary(classify):

@@ -16,11 +16,14 @@ import time
 import numpy as np
 from PIL import Image
 
+from . import quantization
 from .common import SIDE, ModelError, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
+# The interpreters, in the order they are tried: import name -> the distribution that installs it.
+INTERPRETERS = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert", "tensorflow": "tensorflow"}
 # The numpy engine comes last: it runs where no interpreter has a wheel (32-bit Arm, Python 3.12+), slower.
-RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow", "numpy")
+RUNTIMES = (*INTERPRETERS, "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,23 +152,6 @@ def read_labels(labels_path: pathlib.Path, manifest: dict | None) -> list:
 # Quantization: real = scale * (q - zero_point), so q = round(real / scale) + zero_point.
 
 
-def quantize(values: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
-    """Real values to a tensor of dtype, from the tensor's own scale and zero point."""
-    if not np.issubdtype(dtype, np.integer):
-        return values.astype(dtype)
-    if scale:
-        values = np.round(values / scale) + zero_point
-    limits = np.iinfo(dtype)
-    return np.clip(values, limits.min, limits.max).astype(dtype)
-
-
-def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """A tensor of any dtype to real values (float32)."""
-    if not np.issubdtype(values.dtype, np.integer) or not scale:
-        return values.astype(np.float32)
-    return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
-
-
 class Classifier:
     """One interpreter whose tensors are resized and allocated only when the batch size changes."""
 
@@ -204,12 +190,12 @@ class Classifier:
         count = len(images)
         batch = np.concatenate([images, images[:1].repeat(self.batch_size - count, axis=0)])
         scale, zero_point = self.input["quantization"]
-        tensor = quantize(batch.reshape((self.batch_size, *self.image_shape)).astype(np.float32),
+        tensor = quantization.quantize(batch.reshape((self.batch_size, *self.image_shape)).astype(np.float32),
                           self.input["dtype"], scale, zero_point)
         self.interpreter.set_tensor(self.input["index"], tensor)
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self.output["index"])[:count]
-        return dequantize(raw.reshape(count, -1), *self.output["quantization"])
+        return quantization.dequantize(raw.reshape(count, -1), *self.output["quantization"])
 
 
 def top_predictions(scores: np.ndarray, labels: list, top_k: int) -> list:

@@ -25,10 +25,11 @@ from PIL import Image
 import edge_fashion
 from edge_fashion.bench import report as bench_report
 from edge_fashion.pipeline import bundle
+from fashion_board import runtimes as board_runtimes
 
 WORKER = pathlib.Path(__file__).resolve().with_name("worker.py")
 DEVICE_VENV_PYTHON = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "device-venv" / "bin" / "python"
-RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow")
+RUNTIMES = tuple(board_runtimes.INTERPRETERS)  # The board's own list of interpreters, in its order.
 MODEL_RUNTIMES = {"int8": RUNTIMES, "float32": RUNTIMES, "keras": ("tensorflow",)}
 CHILD_TIMEOUT_SECONDS = 600  # A hung runtime fails its own row, not the whole bench.
 
@@ -126,7 +127,8 @@ def find_runtimes(config: BenchConfig) -> dict[str, dict | None]:
     host, device = pathlib.Path(sys.executable), device_python(config)
     probes = {}
     for python in filter(None, (device, host)):
-        child = run_child([python, WORKER, "probe"])
+        child = run_child([python, WORKER, "probe",
+                           *(f"{name}={distribution}" for name, distribution in board_runtimes.INTERPRETERS.items())])
         if child.returncode != 0:
             raise ValueError(f"{python} cannot run the bench worker: {error_line(child)}")
         probes[python] = json.loads(child.stdout)
@@ -157,7 +159,7 @@ def measure_interpreter(config: BenchConfig, model: str, runtime: str, holder: d
     latency = bench_report.summary_stats(measured["latencies_us"])
     operations = bench_report.multiply_adds_per_image()
     return {
-        **record, "status": "ok", "runtime_version": measured["runtime_version"],
+        **record, "status": "ok", "runtime_version": holder["version"],
         "python": holder["python"], "numpy": measured["numpy"],
         "start_to_first_result_seconds": measured["first_result_at"] - child.started_at,
         "import_and_load_seconds": measured["import_and_load_seconds"],

@@ -3,7 +3,7 @@
 `edge_fashion.bench.run` runs this file with the python of the environment that holds the runtime (the
 device venv for tflite-runtime), so it needs only the standard library, numpy and the runtime.
 
-    python worker.py probe
+    python worker.py probe tflite_runtime=tflite-runtime ai_edge_litert=ai-edge-litert
     python worker.py measure --runtime ai_edge_litert --model model_int8.tflite \
         --images images.u8 --invokes 1000 --warmup 100 --batch-size 256 --batches 20
     BENCH_PEAK_RSS_FILE=rss.txt python worker.py script classify.py --json photo.png
@@ -31,8 +31,6 @@ import time
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 
-# Import name -> distribution name, for the version.
-RUNTIMES = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert", "tensorflow": "tensorflow"}
 IMAGE_BYTES = 28 * 28
 
 
@@ -53,10 +51,11 @@ def peak_rss_bytes() -> int:
     return usage if sys.platform == "darwin" else usage * 1024  # Bytes on macOS, KiB on Linux.
 
 
-def probe() -> dict:
-    """Which runtimes this python can import, with versions; nothing is imported, so it is fast."""
+def probe(runtimes: list[str]) -> dict:
+    """Which of `runtimes` ('import_name=distribution', the board's runtimes.INTERPRETERS) this python
+    can import, with versions; nothing is imported, so it is fast."""
     found = {}
-    for module, distribution in RUNTIMES.items():
+    for module, distribution in (runtime.split("=", 1) for runtime in runtimes):
         if importlib.util.find_spec(module) is not None:
             found[module] = importlib.metadata.version(distribution)
     numpy_version = importlib.metadata.version("numpy") if importlib.util.find_spec("numpy") else None
@@ -174,7 +173,7 @@ def measure(arguments) -> dict:
     latencies, top1 = single_image_latencies(runner, prepared, arguments.invokes, arguments.warmup, numpy)
     images_per_second = batched_images_per_second(runner, prepared, arguments.batch_size, arguments.batches, numpy)
     return {
-        "runtime": arguments.runtime, "runtime_version": importlib.metadata.version(RUNTIMES[arguments.runtime]),
+        "runtime": arguments.runtime,
         "python": platform.python_version(), "numpy": numpy.__version__,
         "import_and_load_seconds": loaded - started, "first_result_at": first_result_at,
         "latencies_us": latencies, "top1": top1,
@@ -201,9 +200,9 @@ def run_script(path: str, arguments: list[str]) -> None:
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("probe")
+    commands.add_parser("probe").add_argument("runtimes", nargs="+", help="import_name=distribution")
     measuring = commands.add_parser("measure")
-    measuring.add_argument("--runtime", choices=sorted(RUNTIMES), required=True)
+    measuring.add_argument("--runtime", required=True, help="an import name, as probe gave it")
     measuring.add_argument("--model", required=True, help=".tflite, or .keras (needs --runtime tensorflow)")
     measuring.add_argument("--images", required=True, help="raw 28x28 uint8 images, back to back")
     measuring.add_argument("--invokes", type=int, default=1000)
@@ -218,7 +217,7 @@ def main() -> None:
         run_script(sys.argv[2], sys.argv[3:])
         return
     arguments = parse_arguments(sys.argv[1:])
-    result = probe() if arguments.command == "probe" else measure(arguments)
+    result = probe(arguments.runtimes) if arguments.command == "probe" else measure(arguments)
     sys.stdout.write(json.dumps(result) + "\n")
 
 

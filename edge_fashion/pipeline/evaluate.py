@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
+from fashion_board import quantization
 
 # The builtin kernels without XNNPACK compute what tflite-runtime computes on a board (XNNPACK
 # rounds int8 differently: up to 14 of 256 apart here), so the host checks what the device will run.
@@ -47,21 +48,6 @@ def agreement(first: np.ndarray, second: np.ndarray) -> float:
 
 def mean_abs_difference(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.mean(np.abs(first.astype(np.float64) - second.astype(np.float64))))
-
-
-def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Real value of quantized `raw`: scale * (q - zero_point); float models (scale 0) pass through."""
-    if not np.issubdtype(raw.dtype, np.integer):
-        return raw.astype(np.float32)
-    return (scale * (raw.astype(np.int64) - zero_point)).astype(np.float32)
-
-
-def quantize(values: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
-    """Quantized `values`: round(x / scale) + zero_point, clipped to the dtype's range."""
-    if not np.issubdtype(dtype, np.integer):
-        return values.astype(dtype)
-    limits = np.iinfo(dtype)
-    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
 
 
 def drop_phrase(points: float) -> str:
@@ -108,7 +94,7 @@ def run_tflite_raw(model_content: bytes, images: np.ndarray, batch_size: int = 2
         batch = images[start:start + batch_size].astype(np.float32)
         padded = np.zeros((batch_size, 28, 28), np.float32)
         padded[:len(batch)] = batch
-        interpreter.set_tensor(input_detail["index"], quantize(padded, input_detail["dtype"], scale, zero_point))
+        interpreter.set_tensor(input_detail["index"], quantization.quantize(padded, input_detail["dtype"], scale, zero_point))
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_detail["index"])[:len(batch)].copy())
     return np.concatenate(outputs), output_detail
@@ -117,7 +103,7 @@ def run_tflite_raw(model_content: bytes, images: np.ndarray, batch_size: int = 2
 def run_tflite(model_content: bytes, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, 10) float32 probabilities of a float or quantized TFLite model."""
     raw, output_detail = run_tflite_raw(model_content, images, batch_size)
-    return dequantize(raw, *output_detail["quantization"])
+    return quantization.dequantize(raw, *output_detail["quantization"])
 
 
 def run_keras(model, images: np.ndarray) -> np.ndarray:

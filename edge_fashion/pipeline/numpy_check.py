@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from fashion_board import numpy_engine
+from fashion_board import numpy_engine, quantization
 
 from edge_fashion.pipeline import evaluate
 
@@ -30,7 +30,7 @@ def engine_raw(int8_content: bytes, images: np.ndarray) -> tuple:
         interpreter.allocate_tensors()
         scale, zero_point = input_detail["quantization"]
         interpreter.set_tensor(input_detail["index"],
-                               evaluate.quantize(batch.astype(np.float32), input_detail["dtype"], scale, zero_point))
+                               quantization.quantize(batch.astype(np.float32), input_detail["dtype"], scale, zero_point))
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_detail["index"]).reshape(len(batch), -1))
     return np.concatenate(outputs), output_detail
@@ -58,7 +58,7 @@ def check(int8_content: bytes, images: np.ndarray, interpreter_probabilities: np
         return {"images": len(images), "agrees": False, "refused": str(error),
                 "seconds": time.perf_counter() - started}
     scale, zero_point = output_detail["quantization"]
-    result = compare(evaluate.dequantize(raw, scale, zero_point), interpreter_probabilities, scale or 1.0)
+    result = compare(quantization.dequantize(raw, scale, zero_point), interpreter_probabilities, scale or 1.0)
     return {**result, "refused": None, "seconds": time.perf_counter() - started}
 
 
