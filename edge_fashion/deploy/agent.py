@@ -21,6 +21,8 @@ DIR/releases/<RELEASE>/, and DIR/current, a symlink to the release in use. Actio
                        renamed over the old one), restart edge-fashion.service if installed, keep
                        the KEEP newest releases
     releases DIR       answer the releases, their deploy time and model sha256, and the current one
+    service-check DIR  answer whether this machine can run the service for DIR: systemd running,
+                       DIR's absolute path one a unit can hold (nothing is written, DIR not made)
     service DIR        read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
                        DIR and the scope (a system unit as root, else a user unit with lingering),
                        make DIR/serve-token if missing, enable and restart edge-fashion.service
@@ -80,9 +82,11 @@ def main(arguments: list[str]) -> None:
             answer = frames_action(action, existing_folder(directory))
             sys.stdout.write(json.dumps(answer))
             return
-        board = open_folder(directory, create=action != "releases")
+        board = open_folder(directory, create=action not in ("releases", "service-check"))
         if action == "releases":
             answer = list_releases(board)
+        elif action == "service-check":
+            answer = check_service(board)
         elif action == "prepare":
             answer = prepare(board, rest[0], json.loads(sys.stdin.buffer.readline()))
         elif action == "receive":
@@ -419,11 +423,24 @@ def prune(board: pathlib.Path, keep: int) -> list[str]:
     return doomed
 
 
-def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
-    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+def unit_directory(folder: pathlib.Path) -> str:
+    """The folder's absolute path, as the unit's shell line holds it unquoted."""
     directory = str(folder.resolve())
     if not SAFE_PATH.match(directory):
         raise AgentError(f"{directory}: a service needs a folder path of letters, digits and ._+-/ only")
+    return directory
+
+
+def check_service(folder: pathlib.Path) -> dict:
+    """What install_service would refuse, found before a deploy copies anything."""
+    directory, system = unit_directory(folder), os.geteuid() == 0
+    systemctl(system)
+    return {"directory": directory, "scope": "system" if system else "user"}
+
+
+def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
+    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+    directory = unit_directory(folder)
     return template.replace("@DIRECTORY@", directory).replace(
         "@WANTED_BY@", "multi-user.target" if system else "default.target")
 
