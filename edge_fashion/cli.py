@@ -196,7 +196,7 @@ def train_command(**options):
     """
     from edge_fashion.pipeline import inputs
 
-    config = checked_config(options, functools.partial(inputs.check, bundle=False))
+    config = checked_config(options, inputs.check_train)
     with quiet.hidden_output():
         from edge_fashion.pipeline import stages
 
@@ -220,11 +220,7 @@ def convert(**options):
     """
     from edge_fashion.pipeline import inputs
 
-    def check(config):
-        inputs.check_model_to_convert(config.out_dir)
-        inputs.check(config)
-
-    config = checked_config(options, check)
+    config = checked_config(options, inputs.check_convert)
     with quiet.hidden_output():
         from edge_fashion.pipeline import stages
 
@@ -248,11 +244,7 @@ def evaluate(**options):
     """
     from edge_fashion.pipeline import inputs
 
-    def check(config):
-        inputs.check_finished_build(config.out_dir, report=bool(config.photos))
-        inputs.check_data(config.data_dir)
-
-    config = checked_config(options, check)
+    config = checked_config(options, inputs.check_evaluate)
     with quiet.hidden_output():
         from edge_fashion.pipeline import evaluate as evaluate_module
         from edge_fashion.pipeline import stages

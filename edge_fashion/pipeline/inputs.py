@@ -24,11 +24,28 @@ MAGICS = {"train_images": data.IMAGE_MAGIC, "test_images": data.IMAGE_MAGIC,
 
 def check(config: config_module.BuildConfig, bundle: bool = True) -> None:
     """Raise ValueError on the first missing input: device files (when a bundle will be written),
-    the four data files, a writable output folder."""
+    the four data files, a writable output folder. What `build` needs."""
     if bundle:
         device_files.bundle_files()
     check_data(config.data_dir)
     check_out_dir(pathlib.Path(config.out_dir))
+
+
+def check_train(config: config_module.BuildConfig) -> None:
+    """What `train` needs: the data and a writable output folder (it writes no bundle)."""
+    check(config, bundle=False)
+
+
+def check_convert(config: config_module.BuildConfig) -> None:
+    """What `convert` needs: a model to convert, and what a build needs."""
+    check_model_to_convert(config.out_dir)
+    check(config)
+
+
+def check_evaluate(config: config_module.BuildConfig) -> None:
+    """What `evaluate` needs: a finished build (with its report.json when photos join it), the data."""
+    check_finished_build(config.out_dir, report=bool(config.photos))
+    check_data(config.data_dir)
 
 
 def check_data(data_dir: pathlib.Path | None) -> pathlib.Path:
