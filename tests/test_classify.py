@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import REPO
 from edge_fashion.pipeline import data, evaluate
-from fashion_board import quantization
+from fashion_board import quantization, record
 
 CLASSIFY = REPO / "device" / "classify.py"
 DEVICE_CODE = [CLASSIFY, *sorted((REPO / "device" / "fashion_board").glob("*.py"))]
@@ -296,11 +296,14 @@ def test_json_schema_threshold_and_saved_inputs(device_python, device, test_set,
     images, _ = test_set
     paths = save_png(tmp_path / "in", images[:4])
     seen = tmp_path / "seen"
-    result = run(device_python, device / "classify.py", *paths, "--json", "--top-k", "2", "--threshold", "1.01",
+    result = run(device_python, device / "classify.py", *paths, "--json", "--top-k", "2", "--threshold", "1",
                  "--save-preprocessed", seen)
     lines = records(result.stdout)
-    assert [set(line) for line in lines[:-1]] == [{"path", "label", "index", "score", "top_k", "unsure", "ms"}] * 4
-    assert all(line["unsure"] and len(line["top_k"]) == 2 for line in lines[:-1])
+    assert [set(line) for line in lines[:-1]] == [set(record.RESULT_KEYS)] * 4
+    for line in lines[:-1]:
+        record.validate(line)
+    assert all(line["unsure"] and len(line["top_k"]) == 2 for line in lines[:-1])  # Every score is below 1.
+    assert [line["frame"] for line in lines[:-1]] == [1, 2, 3, 4] and [line["path"] for line in lines[:-1]] == list(map(str, paths))
     assert set(lines[-1]["summary"]) == {"count", "errors", "ms_mean", "ms_p50", "ms_p95", "fps", "runtime"}
     saved = sorted(seen.iterdir())
     turned = load_board().preprocess.canonical_orientation(images[:4])

@@ -5,24 +5,27 @@ client a thread of its own, with a socket timeout, and at most MAX_CLIENTS at on
 read what the loop published (live.py), so a slow or stalled one holds up nobody but itself.
 
     /             the page (page.py)          /stream.mjpg  the live frame, multipart/x-mixed-replace
-    /events       results, Server-Sent Events /latest.json  the latest result, for polling
+    /events       each frame shown: record, pictures, rates (Server-Sent Events)
+    /latest.json  the latest frame's record, for polling
+    /frames/ID    a frame shown, as it came   /frames/ID/seen.png  the 28x28 frame the model saw
     /healthz      JSON; 503 when stale        /metrics      Prometheus' text format
-    POST /capture {"label": one of the model's labels}: save the current raw frame
+    POST /capture {"label": one of the model's labels, "frame": ID}: save that frame as it came
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import http.cookies
 import http.server
 import ipaddress
 import json
 import pathlib
+import re
 import secrets
 import socket
 import threading
-import time
 import urllib.parse
 
 from . import live, page, stream
@@ -32,8 +35,10 @@ MAX_CLIENTS = 64  # Connections served at once; more are answered 503 straight a
 CLIENT_TIMEOUT_SECONDS = 10  # A client that neither sends nor reads for this long is dropped.
 MAX_BODY_BYTES = 1024  # A capture request is a label: nothing bigger is read.
 KEEPALIVE_SECONDS = 5  # An idle event stream gets a comment line this often, so proxies keep it open.
-TOP_SHOWN = 3  # Classes the page shows.
+TOP_SHOWN = 3  # Classes the page shows, unless --top-k says otherwise.
+MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+FRAME_PATH = re.compile(r"/frames/([0-9]{1,18})(/seen\.png)?")  # A frame's picture, or its 28x28 view.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +61,8 @@ def is_loopback(host: str) -> bool:
 def choose_token(host: str, token: str | None) -> tuple:
     """(token or None, generated?): a host other than loopback always gets one."""
     if token is not None:
-        if len(token) < 16:
-            raise ValueError("--token must be at least 16 characters")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"--token must be at least {MIN_TOKEN_LENGTH} characters")
         return token, False
     if is_loopback(host):
         return None, False
@@ -89,7 +94,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         routes = {"/": self.send_page, "/stream.mjpg": self.send_stream, "/events": self.send_events,
                   "/latest.json": self.send_latest, "/healthz": self.send_health, "/metrics": self.send_metrics}
-        route = routes.get(urllib.parse.urlsplit(self.path).path)
+        path = urllib.parse.urlsplit(self.path).path
+        route, frame_path = routes.get(path), FRAME_PATH.fullmatch(path)
+        if frame_path:
+            route = functools.partial(self.send_frame, int(frame_path[1]), bool(frame_path[2]))
         if not self.allowed():
             return
         if route is None:
@@ -131,14 +139,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(status, "application/json", json.dumps(answer).encode() + b"\n")
 
     def send_page(self):
-        self.reply(200, "text/html; charset=utf-8", page.render(self.server.live.labels))
+        self.reply(200, "text/html; charset=utf-8", page.render(self.server.live.labels,
+                                                                  self.server.settings.stale_after))
 
     def send_latest(self):
         frame = self.server.live.frame
         if frame is None:
             self.reply_json(404, {"error": "no frame yet"})
         else:
-            self.reply(200, "application/json", self.server.live.event(frame))
+            self.reply_json(200, frame.record)
+
+    def send_frame(self, number: int, seen: bool):
+        """A frame shown in the last few seconds, by id: its picture, or the 28x28 frame the model saw."""
+        state = self.server.live
+        try:
+            frame = state.frame_by_id(number)
+            content_type, body = ("image/png", state.seen(frame)) if seen else state.picture(frame)
+        except live.FrameGone as error:
+            return self.reply_json(410, {"error": str(error)})
+        except LookupError as error:
+            return self.reply_json(404, {"error": str(error)})
+        self.reply(200, content_type, body)
 
     def send_health(self):
         healthy, answer = self.server.live.health(self.server.settings.stale_after)
@@ -173,7 +194,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def send_events(self):
         self.start_stream("text/event-stream")
         for frame in self.frames():
-            self.wfile.write(b": idle\n\n" if frame is None else b"data: %b\n\n" % self.server.live.event(frame))
+            self.wfile.write(b": idle\n\n" if frame is None else self.server.live.event(frame))
             self.wfile.flush()
 
     def capture(self):
@@ -187,12 +208,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             return self.reply_json(415, {"error": 'send {"label": ...} as application/json'})
         try:
-            label = json.loads(self.rfile.read(length)).get("label")
-            self.reply_json(201, self.server.live.capture(label))
-        except (ValueError, AttributeError):
-            self.reply_json(400, {"error": "label must be one of the model's labels"})
+            request = json.loads(self.rfile.read(length))
+        except ValueError:
+            return self.reply_json(400, {"error": 'the body must be JSON: {"label": ..., "frame": ...}'})
+        try:
+            self.reply_json(201, self.server.live.capture(request))
+        except ValueError as error:
+            self.reply_json(400, {"error": str(error)})
+        except live.FrameGone as error:
+            self.reply_json(410, {"error": f"{error}: not saved"})
         except LookupError as error:
-            self.reply_json(409, {"error": str(error)})
+            self.reply_json(404, {"error": f"{error}: not saved"})
         except OSError as error:  # Such as a full disk: the client hears why, the loop goes on.
             self.reply_json(500, {"error": f"cannot save the frame: {one_line(error)}"})
 
@@ -241,54 +267,27 @@ class Server(http.server.ThreadingHTTPServer):
             self.slots.release()
 
 
-def keeping(load, decoded: list):
-    """The loader `load`, also keeping the image it decodes in `decoded`: the server shows it."""
-    def load_and_keep(use_draft: bool):
-        decoded.append(load(use_draft))
-        return decoded[-1]
-    return load_and_keep
-
-
-def classify_live(sources, classifier, options: stream.Options, runtime, state: live.LiveState) -> dict:
-    """Like stream.classify_sources, one frame at a time, each result also published to the server."""
-    milliseconds, errors = [], 0
-    wide = dataclasses.replace(options, top_k=max(options.top_k, TOP_SHOWN))  # The page shows 3.
-    started = time.perf_counter()
-    try:
-        for number, (name, load) in enumerate(sources, 1):
-            decoded = []
-            entry = (name, *stream.prepare(name, keeping(load, decoded), options, number))
-            result = stream.classify_batch([entry], classifier, wide)[0]
-            state.publish(live.Frame(number, name, decoded[0] if decoded else None, getattr(load, "data", None),
-                                     entry[1], result))
-            shown = dataclasses.replace(result, predictions=result.predictions[:options.top_k])
-            print(stream.format_result(shown, options), flush=True)
-            if result.error:
-                errors += 1
-            else:
-                milliseconds.append(result.ms)
-                stream.keep_frame(result, load, number, options)
-    except KeyboardInterrupt:
-        log("interrupted")
-    summary = stream.latency_summary(milliseconds, errors, time.perf_counter() - started, runtime)
-    print(stream.format_summary(summary, options.as_json), flush=True)
-    return summary
-
-
-def serve(sources, classifier, options: stream.Options, runtime, settings: Settings, model_sha256: str,
-          generated_token: bool) -> dict:
-    """Start the server, classify every source, stop the server; the summary of classify_live."""
+def serve(sources, classifier, options: stream.Options, runtime, settings: Settings, generated_token: bool) -> dict:
+    """Start the server, classify every source, each frame also published to the page, stop the
+    server; the summary of stream.classify_sources."""
     runtime_name = f"{runtime.name} {runtime.version}"
-    state = live.LiveState(classifier.labels, runtime_name, model_sha256, settings.captures)
-    server = Server(settings, state)
+    state = live.LiveState(classifier.labels, runtime_name, options.model_sha256, settings.captures)
+    try:
+        server = Server(settings, state)
+    except OSError as error:  # Taken, not an address of this machine, or not allowed.
+        raise ValueError(f"--host {settings.host} --port {settings.port}: cannot listen there "
+                         f"({error.strerror or one_line(error)})") from None
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{server.server_address[1]}/"
     log(f"serving on {url}?token={settings.token}" if generated_token else
         f"serving on {url}" + (" (give the token: ?token=...)" if settings.token else ""))
+
+    def publish(line: dict, load, image, pixels) -> None:
+        state.publish(line, live.Frame.shown(line, load, image, pixels))
     try:
-        return classify_live(sources, classifier, options, runtime, state)
+        return stream.classify_sources(sources, classifier, options, runtime, publish)
     finally:
         state.close()
         server.shutdown()
