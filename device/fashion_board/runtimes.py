@@ -16,7 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from . import quantization
+from . import quantization, tflite_check
 from .common import SIDE, ModelError, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
@@ -212,6 +212,7 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
     manifest = read_manifest(model_path)
     data = read_model(model_path, manifest)
     check_engine_allowed(manifest, runtime)
+    tflite_check.check_model(data)  # Before any interpreter: a corrupt file can crash one.
     if manifest is None:
         if need_manifest:
             raise ModelError(f"--self-test needs manifest.json beside {model_path}")
@@ -233,7 +234,9 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
 def probe(model_path: pathlib.Path, runtime_name: str | None) -> None:
     """The child side of probe_model: load the model and run it once on a blank image."""
     runtime = find_runtime(runtime_name)
-    interpreter = make_interpreter(runtime, model_path.read_bytes(), 1, model_path)
+    data = model_path.read_bytes()
+    tflite_check.check_model(data)
+    interpreter = make_interpreter(runtime, data, 1, model_path)
     details = interpreter.get_input_details()[0]
     interpreter.set_tensor(details["index"], np.zeros(details["shape"], dtype=details["dtype"]))
     interpreter.invoke()
