@@ -101,3 +101,52 @@ def test_flipped_bits_in_the_structure_are_one_line(device_python, bundle, image
             assert_one_line_refusal(result)
             refused += 1
     assert refused >= 3  # These seeds damage the structure; some of it is refused, not run.
+
+
+def test_labels_in_another_order_than_the_manifest_are_refused(device_python, bundle, image):
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    (bundle / "labels.txt").write_text("\n".join([labels[1], labels[0], *labels[2:]]) + "\n")
+    for arguments in ([image], ["--self-test"]):
+        result = classify(device_python, bundle, *arguments)
+        assert_one_line_refusal(result)
+        assert "labels.txt" in result.stderr and "manifest.json" in result.stderr
+
+
+def drop_image(manifest):
+    del manifest["self_test"]["cases"][3]["image_b64"]
+
+
+def short_probabilities(manifest):
+    manifest["self_test"]["cases"][0]["probabilities"].pop()
+
+
+def bad_top1(manifest):
+    manifest["self_test"]["cases"][1]["top1"] = 10
+
+
+def bad_image(manifest):
+    manifest["self_test"]["cases"][2]["image_b64"] = "AAAA"
+
+
+def text_tolerance(manifest):
+    manifest["self_test"]["tolerance"] = "0.01"
+
+
+def no_labels(manifest):
+    del manifest["labels"]
+
+
+def no_output_scale(manifest):
+    del manifest["output"]["scale"]
+
+
+@pytest.mark.parametrize("damage", [drop_image, short_probabilities, bad_top1, bad_image, text_tolerance,
+                                    no_labels, no_output_scale], ids=lambda damage: damage.__name__)
+def test_a_manifest_missing_a_field_is_one_line(device_python, bundle, image, damage):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    damage(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    for arguments in (["--self-test"], [image]):
+        result = classify(device_python, bundle, *arguments)
+        assert_one_line_refusal(result)
+        assert "manifest.json" in result.stderr

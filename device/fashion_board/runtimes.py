@@ -16,7 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from . import quantization, tflite_check
+from . import manifest_check, quantization, tflite_check
 from .common import SIDE, ModelError, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
@@ -88,6 +88,7 @@ def read_manifest(model_path: pathlib.Path) -> dict | None:
         raise ModelError(f"{manifest_path}: not a format_version 1 manifest")
     if manifest["model"].get("file") != model_path.name:
         return None
+    manifest_check.check(manifest, str(manifest_path))
     return manifest
 
 
@@ -140,13 +141,21 @@ def make_interpreter(runtime: Runtime, data: bytes, threads: int, source: pathli
 
 
 def read_labels(labels_path: pathlib.Path, manifest: dict | None) -> list:
-    """Class names from labels.txt (or --labels), else from the manifest."""
-    if labels_path.is_file():
+    """Class names from labels.txt (or --labels), else from the manifest; when the manifest describes
+    the model, the file must name its classes in its order: a reordered file would print wrong names."""
+    if not labels_path.is_file():
+        if manifest is not None:
+            return list(manifest["labels"])
+        raise ModelError(f"no labels: {labels_path} not found and no manifest beside the model")
+    try:
         lines = labels_path.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-    if manifest is not None and manifest.get("labels"):
-        return list(manifest["labels"])
-    raise ModelError(f"no labels: {labels_path} not found and no manifest beside the model")
+    except (OSError, UnicodeError) as error:
+        raise ModelError(f"{labels_path}: not readable as text ({one_line(error)})") from None
+    labels = [line.strip() for line in lines if line.strip()]
+    if manifest is not None and labels != manifest["labels"]:
+        raise ModelError(f"{labels_path} does not list the classes of manifest.json in its order "
+                         f"({', '.join(manifest['labels'])}): copy the bundle again")
+    return labels
 
 
 # Quantization: real = scale * (q - zero_point), so q = round(real / scale) + zero_point.
