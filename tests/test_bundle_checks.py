@@ -103,6 +103,25 @@ def test_flipped_bits_in_the_structure_are_one_line(device_python, bundle, image
     assert refused >= 3  # These seeds damage the structure; some of it is refused, not run.
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_hundred_flipped_weight_bits_fail_the_self_test(device_python, bundle, runtime):
+    content = (bundle / "model_int8.tflite").read_bytes()
+    for seed in range(3):
+        replace_model(bundle, flipped(content, weight_bytes(content), 100, seed))
+        result = classify(python_for(runtime, device_python), bundle, "--self-test", "--runtime", runtime)
+        assert result.returncode == FAIL_EXIT and result.stdout.splitlines()[-1].startswith("FAIL: "), \
+            (seed, result.stdout[-500:], result.stderr[-300:])
+
+
+def test_the_unchanged_bundle_passes_the_self_test_with_the_tight_tolerance(device_python, bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["self_test"]["tolerance"] < 2 / 256  # Two output steps fail.
+    for runtime in RUNTIMES:
+        result = classify(python_for(runtime, device_python), bundle, "--self-test", "--json", "--runtime", runtime)
+        report = json.loads(result.stdout.splitlines()[-1])["self_test"]
+        assert result.returncode == 0 and report["passed"] and report["max_difference"] < 1 / 256, report
+
+
 def test_labels_in_another_order_than_the_manifest_are_refused(device_python, bundle, image):
     labels = (bundle / "labels.txt").read_text().splitlines()
     (bundle / "labels.txt").write_text("\n".join([labels[1], labels[0], *labels[2:]]) + "\n")
