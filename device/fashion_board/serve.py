@@ -200,7 +200,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             label = json.loads(self.rfile.read(length)).get("label")
             self.reply_json(201, self.server.live.capture(label))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # Not JSON, not an object, or nested too deep.
             self.reply_json(400, {"error": "label must be one of the model's labels"})
         except LookupError as error:
             self.reply_json(409, {"error": str(error)})
