@@ -192,14 +192,16 @@ def within(indices, count: int, what: str, optional: bool = False) -> None:
     """ModelError unless each index is in range(count); -1 too when the index is optional."""
     for index in indices:
         if not (-1 if optional else 0) <= index < count:
-            raise ModelError(f"{what} is {index}, outside the model's {count}: the file is altered; copy the bundle again")
+            raise ModelError(f"{what} is {index}, outside the model's {count}: the file is altered; "
+                             "copy the bundle again")
 
 
 def check_tensor(index: int, tensor: tflite_reader.Table, buffers: list) -> None:
     """A tensor's type, shape, buffer and quantization, each consistent with the others."""
     type_number, shape, buffer = tensor.scalar(1, "b"), tensor.vector(0, "i"), tensor.scalar(2, "I")
     if type_number not in ELEMENT_BYTES or min(shape, default=0) < 0 or min(tensor.vector(7, "i"), default=0) < -1:
-        raise ModelError(f"tensor {index} of the model has type {type_number} and shape {list(shape)}: the file is altered")
+        raise ModelError(f"tensor {index} of the model has type {type_number} and shape {list(shape)}: "
+                         "the file is altered")
     within([buffer], len(buffers), f"tensor {index}'s buffer")
     size = math.prod(shape) * ELEMENT_BYTES[type_number]
     if size > MAX_TENSOR_BYTES:
