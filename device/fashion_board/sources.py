@@ -17,11 +17,10 @@ import time
 import numpy as np
 from PIL import Image
 
-from . import files
+from . import common, files
 from .common import ModelError, log, one_line
 from .preprocess import decode
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 MAX_CAMERA_FAILURES = 5
 WATCH_INTERVAL_SECONDS = 0.1  # Between folder scans; a file must look the same on two scans in a row.
 WATCH_GIVE_UP_SECONDS = 2.0  # A settled file that still does not decode after this is reported as an error.
@@ -32,7 +31,7 @@ def image_files(folder: pathlib.Path) -> list:
     for root, folders, names in os.walk(folder):
         folders.sort()
         found += [pathlib.Path(root, name) for name in sorted(names)
-                  if pathlib.Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+                  if pathlib.Path(name).suffix.lower() in common.IMAGE_SUFFIXES]
     return found
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 import edge_fashion
 from edge_fashion import config as config_module
+from edge_fashion import files
 from edge_fashion.converters import quantizers, tflite
 from edge_fashion.pipeline import (bundle, data, evaluate, numpy_check, photo_report, photos, quantization_report,
                                    report, runs, train)
@@ -58,15 +59,15 @@ def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset,
     started = time.perf_counter()
     calibration, calibration_sources = representative_images(config, dataset, photo_parts)
     float_content, int8_content = convert(config, calibration, training["model"], progress)
-    bundle.atomic_write_bytes(stage / "model_float.tflite", float_content)
-    bundle.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
+    files.atomic_write_bytes(stage / "model_float.tflite", float_content)
+    files.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
     converted = time.perf_counter()
     progress(f"Verifying on {len(dataset.test_labels):,} test images: Keras, float TFLite, int8 TFLite")
     verdict = evaluate.verify(training["model"], float_content, int8_content,
                               dataset.test_images, dataset.test_labels)
     verified = time.perf_counter()
     labels = list(data.LABELS)
-    bundle.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
+    files.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
     result = make_report(config, dataset, training, verdict, stage, int8_content)
     progress(f"Checking the board's numpy engine against the interpreter on {len(dataset.test_labels):,} test images")
     result["numpy_engine"] = numpy_check.check(int8_content, dataset.test_images, verdict.int8_probabilities)
@@ -126,7 +127,7 @@ def make_report(config, dataset, training, verdict, stage, int8_content) -> dict
         "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": evaluate.gate_passed(drop, config.max_drop)},
         "int8_tensors": {"input": input_spec, "output": output_spec},
         "sizes": {name: (stage / name).stat().st_size for name in MODEL_NAMES},
-        "sha256": {name: bundle.sha256_file(stage / name) for name in MODEL_NAMES},
+        "sha256": {name: files.sha256_file(stage / name) for name in MODEL_NAMES},
     }
 
 
@@ -195,7 +196,7 @@ def train_only(config: config_module.BuildConfig, progress) -> dict:
         training = run_training(config, dataset, progress, load_photos(config, progress))
         with runs.staging(config.out_dir) as stage:
             bundle.save_keras_atomically(training.pop("model"), stage / "model.keras")
-            bundle.atomic_write_json(stage / "train.json", training)
+            files.atomic_write_json(stage / "train.json", training)
             runs.swap_folder(stage, config.out_dir / TRAINED)
     return training
 
@@ -280,7 +281,7 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: d
                                  f"and its latest run are unchanged")
     result["timings"]["total_seconds"] = time.perf_counter() - started
     result["run"] = runs.run_name(config.out_dir, result["sha256"]["model_int8.tflite"])
-    bundle.atomic_write_json(stage / "report.json", result)
+    files.atomic_write_json(stage / "report.json", result)
     runs.publish(stage, config.out_dir, result["run"])
     return result
 
@@ -298,6 +299,6 @@ def evaluate_photos(config: config_module.BuildConfig, float_content: bytes, int
     result = json.loads((out_dir / "report.json").read_text())
     result.setdefault("photos", {})["evaluated"] = section
     report.save_png(sheet, out_dir / section["contact_sheet"])
-    bundle.atomic_write_text(out_dir / "report.md", report.markdown(result, list(data.LABELS)))
-    bundle.atomic_write_json(out_dir / "report.json", result)
+    files.atomic_write_text(out_dir / "report.md", report.markdown(result, list(data.LABELS)))
+    files.atomic_write_json(out_dir / "report.json", result)
     return section
