@@ -22,7 +22,7 @@ import socket
 import time
 import urllib.parse
 
-from .common import log
+from .common import log, one_line
 
 REQUEST_SECONDS = 10  # From the connection to the whole request, head and body.
 MAX_HEAD_BYTES = 16384  # Request line and headers; a browser's are under 2 KB.
@@ -104,7 +104,7 @@ class Door:
                 if key.fileobj is self.listener:
                     self.accept()
                 elif key.fileobj in self.pending:
-                    self.receive(key.fileobj)
+                    self.receive_safely(key.fileobj)
             self.expire(time.monotonic())
         for connection in list(self.pending):
             self.close(connection)
@@ -133,6 +133,16 @@ class Door:
         self.selector.register(connection, selectors.EVENT_READ)
         if len(self.pending) > MAX_PENDING:
             self.answer_pending(connection, 503, "too many connections at once: try again")
+
+    def receive_safely(self, connection: socket.socket) -> None:
+        """receive(), and whatever one connection's request raises (a thread that cannot start, a
+        parse this code did not foresee) costs that connection only, in one line: the door stays."""
+        address = self.pending[connection].address
+        try:
+            self.receive(connection)
+        except Exception as error:
+            log(f"http: {address[0]}: {one_line(error)}")
+            self.close(connection)
 
     def receive(self, connection: socket.socket) -> None:
         pending = self.pending[connection]

@@ -1,10 +1,10 @@
 """`classify.py --serve`: the classification loop on the main thread, a small web server beside it.
 
 One interpreter, used by the main thread only. The server's front door (admission.py) reads each
-request whole, within a few seconds, on one thread of its own; refuses a wrong Host or token there;
-and only then gives the request a thread and a slot: one of STREAM_SLOTS for the live streams, of
-REQUEST_SLOTS for the rest, and HEALTH_SLOTS kept for /healthz alone, so neither slow clients nor
-many viewers keep a monitor from its answer. Clients only read what the loop published (live.py),
+request whole, within admission.REQUEST_SECONDS, on one thread of its own, and refuses a wrong
+Host or token there; only then does a request get a thread and a slot: one of STREAM_SLOTS for
+the live streams, of REQUEST_SLOTS for the rest, or of HEALTH_SLOTS, kept for /healthz alone, so
+neither slow clients nor many viewers keep a monitor from its answer. Clients only read what the loop published (live.py),
 so a slow or stalled one holds up nobody but itself.
 
     /             the page (page.py)          /stream.mjpg  the live frame, multipart/x-mixed-replace
@@ -258,7 +258,11 @@ class Server:
         elif slot is None:
             self.door.answer(request, 503, {"error": "the server is busy: try again in a moment"})
         else:
-            threading.Thread(target=self.handle, args=(request, slot), name="http", daemon=True).start()
+            try:
+                threading.Thread(target=self.handle, args=(request, slot), name="http", daemon=True).start()
+            except RuntimeError:  # No thread to be had (a board short of memory): the slot goes back.
+                slot.release()
+                raise
 
     def handle(self, request: admission.Request, slot) -> None:
         try:
