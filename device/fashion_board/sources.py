@@ -63,10 +63,10 @@ def file_sources(inputs: list):
         if name == "-":
             yield "-", lambda use_draft: decode(files.read_stdin(), use_draft)
         elif path.is_dir():
-            files = image_files(path)
-            if not files:
+            found = image_files(path)
+            if not found:
                 yield name, missing_input("no image files in this folder")
-            for file in files:
+            for file in found:
                 yield str(file), file_loader(file, named=False)
         elif path.exists():
             yield name, file_loader(path, named=True)
