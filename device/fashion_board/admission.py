@@ -53,6 +53,7 @@ class Pending:
     address: tuple
     deadline: float
     data: bytearray = dataclasses.field(default_factory=bytearray)
+    scanned: int = 0  # Bytes of data already searched for the head's end: a head sent a byte at a time costs little.
     head: tuple | None = None  # (bytes of head, method, target, headers, body length) once complete.
     lingering: bool = False  # Answered; what still comes is dropped until the deadline.
 
@@ -161,7 +162,8 @@ class Door:
     def advance(self, connection: socket.socket, pending: Pending) -> None:
         """Parse the head once it is complete; dispatch the request once its body is there too."""
         if pending.head is None:
-            end = HEAD_END.search(pending.data, 0, MAX_HEAD_BYTES)
+            end = HEAD_END.search(pending.data, max(0, pending.scanned - 3), MAX_HEAD_BYTES)
+            pending.scanned = len(pending.data)
             if end is None:
                 if len(pending.data) >= MAX_HEAD_BYTES:
                     line_ends = b"\n" in pending.data[:MAX_HEAD_BYTES]
