@@ -51,9 +51,9 @@ def camera_original(name: str, load) -> tuple[bytes, str]:
 
 
 def file_original(name: str, load) -> tuple[bytes, str]:
-    """(the file's bytes, its suffix) of a watched file: kept exactly as it came."""
-    path = pathlib.Path(name)
-    return path.read_bytes(), path.suffix.lower() or ".jpg"
+    """(the file's bytes, its suffix) of a watched file: the very bytes that were classified, never
+    read again (the name may hold another file, or a FIFO, by now)."""
+    return load.data, pathlib.Path(name).suffix.lower() or ".jpg"
 
 
 def frame_stem(name: str, number: int) -> str:
