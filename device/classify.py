@@ -21,7 +21,7 @@ moving the wrong ones to the right folder and training on them (`edge-fashion bu
 Output: one line per image, `path<TAB>label score<TAB>ms`, then a summary line. With `--json`, one
 JSON object per line instead; this schema is stable:
     {"path": str, "label": str, "index": int, "score": float,
-     "top_k": [[label, score], ...], "unsure": bool, "ms": float}
+     "top_k": [[label, score], ...], "unsure": bool, "objects": int, "ms": float}
     {"path": str, "error": str}
     {"summary": {"count": int, "errors": int, "ms_mean": float|null, "ms_p50": float|null,
                  "ms_p95": float|null, "fps": float|null, "runtime": str}}
@@ -29,7 +29,8 @@ JSON object per line instead; this schema is stable:
                    "max_difference": float, "runtime": str, "load_ms": float, "inference_ms": float}}
 `unsure` is true when the best score is below --threshold, or when the preprocessing doubted where
 the garment is in a colour photo (a busy background, or a garment touching three sides of the frame).
-`ms` is the image's own decode, preprocessing and inference time. Each line is printed as soon as
+`objects` is how many objects the preprocessing saw (a pair of shoes is two); the frame shows the
+heaviest. `ms` is the image's own decode, preprocessing and inference time. Each line is printed as soon as
 its image is classified. Images that would need more than 48 MB to decode are refused with an
 error line, before decoding (device/README.md, "Memory").
 Exit status: 0 when every input was classified (or the self-test passed), 1 when any input

@@ -98,7 +98,7 @@ def test_a_photo_and_its_mirror_image_make_the_same_frame(preprocess, path):
     frame = preprocess.make_frame(image, None)
     mirrored = preprocess.make_frame(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), None)
     assert mirrored.pixels.tobytes() == frame.pixels.tobytes()
-    assert mirrored.unsure == frame.unsure
+    assert (mirrored.unsure, mirrored.objects) == (frame.unsure, frame.objects)
     assert np.array_equal(preprocess.canonical_orientation(frame.pixels), frame.pixels)  # Already turned.
 
 

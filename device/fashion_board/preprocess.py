@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import resample, segment
+from . import objects, resample, segment
 from .common import SIDE
 
 MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
@@ -43,6 +43,7 @@ WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough 
 class Frame:
     pixels: np.ndarray  # (28, 28) uint8: what the model sees.
     unsure: bool  # The cut is doubted: a busy background, or the garment touches three or four sides.
+    objects: int  # How many objects the image holds; the frame shows the heaviest.
 
 
 def decode(source, use_draft: bool) -> Image.Image:
@@ -209,10 +210,18 @@ def framed(garment: np.ndarray) -> np.ndarray:
     return canonical_orientation(centre_on_canvas(garment))
 
 
-def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal)."""
-    box = segment.garment_box(signal)
-    return signal[box[0]:box[1], box[2]:box[3]], box
+def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal, the
+    number of objects seen). Of several objects the heaviest is kept."""
+    mask = segment.garment_mask(signal)
+    found = objects.find_objects(signal)
+    if found.alone:
+        box = segment.garment_box(signal, mask)
+    else:
+        top, bottom, left, right = found.box
+        inner = segment.garment_box(signal[top:bottom, left:right], mask[top:bottom, left:right])
+        box = (top + inner[0], top + inner[1], left + inner[2], left + inner[3])
+    return signal[box[0]:box[1], box[2]:box[3]], box, found.count
 
 
 def colour_frame(rgb: np.ndarray) -> Frame:
@@ -224,19 +233,19 @@ def colour_frame(rgb: np.ndarray) -> Frame:
     if max(rgb.shape[:2]) > WORK_SIDE:
         rgb = resample.shrink(rgb, WORK_SIDE)
     cleaned, busy = segment.colour_cut(segment.colour_distance(rgb))
-    garment, box = cut_out(cleaned)
+    garment, box, count = cut_out(cleaned)
     unsure = busy or segment.touches(box, cleaned.shape) >= 3
-    return Frame(framed(segment.whiten(garment)), unsure)
+    return Frame(framed(segment.whiten(garment)), unsure, count)
 
 
 def grey_frame(gray: np.ndarray) -> Frame:
     """(H, W) uint8 grayscale to the model's frame; 28x28 images with a dark border are already in the
     data set's form and are only turned."""
     if gray.shape == (SIDE, SIDE) and not segment.has_light_background(gray):
-        return Frame(canonical_orientation(gray), False)
+        return Frame(canonical_orientation(gray), False, 1)
     small = resample.shrink(gray, WORK_SIDE) if max(gray.shape) > WORK_SIDE else gray
-    garment, _ = cut_out(segment.garment_signal(small.astype(np.float32)))
-    return Frame(framed(garment), False)
+    garment, _, count = cut_out(segment.garment_signal(small.astype(np.float32)))
+    return Frame(framed(garment), False, count)
 
 
 def to_dataset_form(gray: np.ndarray) -> np.ndarray:
@@ -245,7 +254,7 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
 
 
 def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
-    """A decoded image to the model's frame, with the segmentation's doubt.
+    """A decoded image to the model's frame, with the segmentation's doubt and the objects seen.
 
     Colour photos are cut out by colour; grey images, images with transparency and 28x28 images
     keep the grey path, which is never in doubt.
@@ -257,7 +266,7 @@ def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
 
 
 def preprocess_with_doubt(image: Image.Image, roi: tuple | None) -> tuple[np.ndarray, bool]:
-    """(pixels, unsure) of make_frame, for callers that predate Frame."""
+    """(pixels, unsure) of make_frame, for callers that predate the objects count."""
     frame = make_frame(image, roi)
     return frame.pixels, frame.unsure
 

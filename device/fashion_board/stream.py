@@ -23,6 +23,7 @@ class Result:
     ms: float = 0.0
     error: str = ""
     doubtful_cut: bool = False  # The preprocessing was unsure where the garment is.
+    objects: int = 0  # Objects the preprocessing saw in the image; the frame shows the heaviest.
 
 
 @dataclasses.dataclass
@@ -38,14 +39,14 @@ class Options:
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
-    """(pixels or None, error, milliseconds, doubtful cut) for one source; errors stay with their source."""
+    """(pixels or None, error, milliseconds, doubtful cut, objects) for one source; errors stay with their source."""
     started = time.perf_counter()
     try:
         image = load(options.roi is None)
         decoded = time.perf_counter()
         frame = make_frame(image, options.roi)
     except Exception as error:  # Pillow raises many types on malformed files: fail this file only.
-        return None, one_line(error), 1000 * (time.perf_counter() - started), False
+        return None, one_line(error), 1000 * (time.perf_counter() - started), False, 0
     pixels = frame.pixels
     finished = time.perf_counter()
     if options.verbose:
@@ -53,11 +54,11 @@ def prepare(name: str, load, options: Options, number: int) -> tuple:
     if options.save_dir is not None:
         stem = pathlib.Path(name).stem.replace(":", "_") or "stdin"
         Image.fromarray(pixels).save(options.save_dir / f"{number:05d}_{stem}.png")
-    return pixels, "", 1000 * (finished - started), frame.unsure
+    return pixels, "", 1000 * (finished - started), frame.unsure, frame.objects
 
 
 def classify_batch(batch: list, classifier: Classifier, options: Options) -> list:
-    """Results for [(name, pixels or None, error, ms, doubtful cut)], one interpreter call for all good images."""
+    """Results for [(name, pixels or None, error, ms, doubtful cut, objects)], one interpreter call for all good images."""
     good = [entry for entry in batch if entry[1] is not None]
     share = 0.0
     if good:
@@ -68,12 +69,12 @@ def classify_batch(batch: list, classifier: Classifier, options: Options) -> lis
             log(f"inference {share * len(good):.2f} ms for a batch of {len(good)}")
     rows = iter(scores if good else [])
     results = []
-    for name, pixels, error, ms, doubtful_cut in batch:
+    for name, pixels, error, ms, doubtful_cut, objects in batch:
         if pixels is None:
             results.append(Result(name, [], ms, error))
         else:
             predictions = top_predictions(next(rows), classifier.labels, options.top_k)
-            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut))
+            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut, objects=objects))
     return results
 
 
@@ -89,7 +90,7 @@ def format_result(result: Result, options: Options) -> str:
         return json.dumps({
             "path": result.path, "label": best.label, "index": best.index, "score": round(best.score, 6),
             "top_k": [[item.label, round(item.score, 6)] for item in result.predictions],
-            "unsure": unsure, "ms": round(result.ms, 3),
+            "unsure": unsure, "objects": result.objects, "ms": round(result.ms, 3),
         })
     classes = ", ".join(f"{item.label} {item.score:.2f}" for item in result.predictions)
     return f"{result.path}\t{'unsure: ' if unsure else ''}{classes}\t{result.ms:.2f} ms"
