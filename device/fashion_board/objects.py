@@ -88,27 +88,29 @@ def part_labels(first: np.ndarray, last: np.ndarray) -> list:
 
 
 def parts(signal: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The connected parts of the mask: (masses (P,) int64, boxes (P, 4) int64 top, bottom, left, right)."""
+    """The connected parts of the mask that are no specks: (masses (P,) int64, boxes (P, 4) int64 top,
+    bottom, left, right), in raster order of their first pixel."""
     rows, starts, ends = runs(mask)
     if not len(rows):
         return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64)
     labels = np.array(part_labels(*runs_above(rows, starts, ends, mask.shape[1])))
-    # Running sums along each row of the rounded signal, in whole numbers: exact (a row sums to under 2**31).
-    weights = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int32)
-    np.cumsum(np.where(mask, np.rint(signal), 0).astype(np.int32), axis=1, out=weights[:, 1:])
-    run_masses = (weights[rows, ends] - weights[rows, starts]).astype(np.int64)
-    order = np.argsort(labels, kind="stable")  # Runs grouped by part, each part's in raster order.
-    bounds = np.flatnonzero(np.diff(labels[order], prepend=-1))  # Where each part's runs begin.
-    boxes = np.stack([np.minimum.reduceat(rows[order], bounds), np.maximum.reduceat(rows[order], bounds) + 1,
-                      np.minimum.reduceat(starts[order], bounds), np.maximum.reduceat(ends[order], bounds)], axis=1)
-    return np.add.reduceat(run_masses[order], bounds), boxes
+    # Each run's sum of the rounded signal, in whole numbers (exact): reduceat over [start, end) of each run.
+    flat = np.zeros(signal.size + 1, dtype=np.int32)
+    np.rint(signal.ravel(), out=flat[:-1], casting="unsafe")
+    bounds = np.stack([rows * mask.shape[1] + starts, rows * mask.shape[1] + ends], axis=1).ravel()
+    run_masses = np.add.reduceat(flat, bounds)[::2]
+    masses = np.bincount(labels, weights=run_masses).astype(np.int64)  # Exact: whole numbers under 2**53.
+    names = np.flatnonzero(masses >= max(1.0, SPECK_SHARE * float(masses.max())))
+    boxes = np.empty((len(names), 4), dtype=np.int64)
+    for number, name in enumerate(names.tolist()):  # Few: the parts that are no specks.
+        own = labels == name
+        boxes[number] = rows[name], rows[own].max() + 1, starts[own].min(), ends[own].max()
+    return masses[names], boxes
 
 
 def merged_objects(masses: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(masses, boxes) of the objects: the parts that are no specks, merged while their boxes overlap.
-    Merging until no two boxes overlap gives the same objects in whatever order the parts come."""
-    significant = masses >= SPECK_SHARE * masses.max()
-    masses, boxes = masses[significant], boxes[significant]
+    """(masses, boxes) of the objects: the parts, merged while their boxes overlap. Merging until no
+    two boxes overlap gives the same objects in whatever order the parts come."""
     while len(masses) > 1:
         top, bottom, left, right = (boxes[:, side] for side in range(4))
         overlapping = ((top[:, np.newaxis] < bottom) & (top < bottom[:, np.newaxis])

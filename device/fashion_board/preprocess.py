@@ -37,6 +37,7 @@ ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_18
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}
 WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough to crop well.
+CENTRED_COLUMNS = segment.centred(SIDE)  # (28,) int64: doubled offsets of the frame's columns from its middle.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,22 +166,25 @@ def canonical_orientation(frames: np.ndarray) -> np.ndarray:
     exactly the negated score. Fashion-MNIST's shoes point their toe left, their heel (the heavier
     end) right: 99.5% of its sneakers and all its ankle boots keep their way. A score of exactly 0 is
     settled by the bytes: the frame or its mirror image, whichever is first in lexicographic order.
+    A single frame that keeps its way is returned as it is.
     """
+    if frames.ndim == 2:
+        score = int(frames.sum(axis=0, dtype=np.int64) @ CENTRED_COLUMNS)
+        return np.ascontiguousarray(frames[:, ::-1]) if score < 0 or score == 0 and mirror_is_first(frames) else frames
     batch = frames.reshape(-1, SIDE, SIDE)
-    mirrored = batch[:, :, ::-1]
-    columns = batch.sum(axis=1, dtype=np.int64)  # (N, 28): mass per column.
-    scores = (columns * segment.centred(SIDE)).sum(axis=1)
+    scores = batch.sum(axis=1, dtype=np.int64) @ CENTRED_COLUMNS  # (N,): exact, integer products.
     flip = scores < 0
     for index in np.flatnonzero(scores == 0):
         flip[index] = mirror_is_first(batch[index])
-    return np.where(flip[:, np.newaxis, np.newaxis], mirrored, batch).reshape(frames.shape)
+    return np.where(flip[:, np.newaxis, np.newaxis], batch[:, :, ::-1], batch).reshape(frames.shape)
 
 
 def mirror_is_first(values: np.ndarray) -> bool:
     """True when the mirror image of (H, W) values comes first in lexicographic order (row by row)."""
     mirrored = values[:, ::-1]
-    differ = np.flatnonzero(values != mirrored)
-    return bool(differ.size) and bool(mirrored.flat[differ[0]] < values.flat[differ[0]])
+    differ = values != mirrored
+    first = int(np.argmax(differ))  # The first difference, or 0 when there is none.
+    return bool(differ.flat[first]) and bool(mirrored.flat[first] < values.flat[first])
 
 
 def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
@@ -189,13 +193,13 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
     factor = SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     resized = Image.fromarray(garment.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    pixels = np.clip(np.asarray(resized), 0, None)
+    pixels = np.maximum(np.asarray(resized), 0)
     peak = float(pixels.max())
-    # The factor is made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
-    pixels = pixels * np.float32(255 / peak) if peak > 0 else pixels
+    if peak > 0:
+        pixels *= np.float32(255 / peak)  # Made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
     canvas = np.zeros((SIDE, SIDE), dtype=np.uint8)
     top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
-    canvas[top: top + size[1], left: left + size[0]] = np.round(pixels).astype(np.uint8)
+    canvas[top: top + size[1], left: left + size[0]] = np.rint(pixels, out=pixels)
     return canvas
 
 
@@ -261,7 +265,7 @@ def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
     """
     image = reduce_large(image, roi_box(image, roi))
     if image.mode in ("RGB", "YCbCr", "CMYK") and max(image.size) > SIDE:
-        return colour_frame(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        return colour_frame(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
     return grey_frame(to_grayscale(image))
 
 
