@@ -496,23 +496,7 @@ def test_camera_without_picamera2_or_opencv_names_what_to_install(device_python,
     assert result.returncode == MODEL_EXIT and "keep Debian's numpy" in result.stderr
 
 
-PICAMERA2_STAND_IN = '''
-"""A stand-in for the Pi camera library: YUV420 frames of a photo-like garment, as Picamera2 returns them."""
-import numpy as np
-from PIL import Image
-
-class Picamera2:
-    def create_preview_configuration(self, main):
-        return main
-    def configure(self, config):
-        self.size = config["size"]
-    def start(self):
-        pass
-    def capture_array(self):
-        luma = np.asarray(Image.open(__file__.replace("__init__.py", "frame.png")).convert("L"))
-        chroma = np.full((luma.shape[0] // 2, luma.shape[1]), 128, np.uint8)
-        return np.concatenate([luma, chroma])
-'''
+PICAMERA2_STAND_IN = (REPO / "tests" / "picamera2_stand_in.py").read_text()  # YUV420 lores frames of frame.png.
 
 
 def test_camera_loop_and_ctrl_c(device_python, device, test_set, tmp_path):

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import objects, resample, segment
+from . import objects, resample, segment, yuv
 from .common import SIDE
 
 MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
@@ -260,9 +260,13 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
 def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
     """A decoded image to the model's frame, with the segmentation's doubt and the objects seen.
 
-    Colour photos are cut out by colour; grey images, images with transparency and 28x28 images
-    keep the grey path, which is never in doubt.
+    Colour photos are cut out by colour (a camera's YUV420 planes at work size, when the image
+    carries them); grey images, images with transparency and 28x28 images keep the grey path,
+    which is never in doubt.
     """
+    planes = yuv.planes_of(image) if roi is None else None
+    if planes is not None:
+        return colour_frame(planes.rgb(WORK_SIDE))
     image = reduce_large(image, roi_box(image, roi))
     if image.mode in ("RGB", "YCbCr", "CMYK") and max(image.size) > SIDE:
         return colour_frame(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
