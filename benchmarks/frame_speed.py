@@ -87,7 +87,8 @@ def make_jpegs(photos: pathlib.Path, folder: pathlib.Path, count: int) -> None:
     random.Random(0).shuffle(paths)
     for number, path in enumerate(paths[:count]):
         with Image.open(path) as photo:
-            photo.convert("RGB").resize((640, 480), Image.Resampling.BILINEAR).save(folder / f"{number:03d}.jpg", quality=90)
+            frame = photo.convert("RGB").resize((640, 480), Image.Resampling.BILINEAR)
+            frame.save(folder / f"{number:03d}.jpg", quality=90)
 
 
 def percentile(values: list, share: float) -> float:
@@ -112,8 +113,8 @@ def main() -> None:
                                 str(arguments.rounds), "cpu" if arguments.cpu_time else "wall"],
                                capture_output=True, text=True, check=True, env=env)
         times = json.loads(board.stdout.splitlines()[-1])
-        classify = subprocess.run([python, str(arguments.bundle / "classify.py"), folder, "--json"], capture_output=True,
-                                  text=True, check=False, env=env)
+        classify = subprocess.run([python, str(arguments.bundle / "classify.py"), folder, "--json"],
+                                  capture_output=True, text=True, check=False, env=env)
     summary = json.loads(classify.stdout.splitlines()[-1])["summary"]
     print(f"{arguments.count} photos as 640x480 JPEGs, {arguments.rounds} rounds, "
           f"{'CPU time' if arguments.cpu_time else 'wall time'}; load average {os.getloadavg()[0]:.1f}")

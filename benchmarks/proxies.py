@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import device_venv  # noqa: E402  (tests/device_venv.py)
 from edge_fashion.pipeline import data  # noqa: E402
-from test_classify import BORDER, camera_frame, enlarged, side_by_side  # noqa: E402  (as the tests make them)
+from test_classify import camera_frame, enlarged, side_by_side  # noqa: E402  (as the tests make them)
 
 SHOES = (5, 7, 9)  # Sandal, Sneaker, Ankle boot.
 SCALE, GAP, LARGER = 4, 8, 1.15
@@ -71,8 +71,9 @@ def make_proxies(folder: pathlib.Path, images: np.ndarray, labels: np.ndarray) -
     proxies["mirrored, 2,000 test images"] = (write(folder / "mirrored-2000", list(images[chosen, :, ::-1])),
                                               labels[chosen], plain)
     shoes = np.isin(labels[chosen], SHOES)
-    proxies["mirrored, their shoes"] = ([path for path, shoe in zip(proxies["mirrored, 2,000 test images"][0], shoes) if shoe],
-                                        labels[chosen][shoes], [path for path, shoe in zip(plain, shoes) if shoe])
+    mirrored = proxies["mirrored, 2,000 test images"][0]
+    proxies["mirrored, their shoes"] = ([path for path, shoe in zip(mirrored, shoes) if shoe], labels[chosen][shoes],
+                                        [path for path, shoe in zip(plain, shoes) if shoe])
     whole = write(folder / "plain-test", list(images))
     proxies["mirrored, whole test set"] = (write(folder / "mirrored-test", list(images[:, :, ::-1])), labels, whole)
     first, second = pairs(images, labels, SHOES, 200, seed=1)

@@ -219,8 +219,8 @@ def test_mirrored_images_give_the_same_answers_and_pairs_of_shoes_their_class(de
     plain = save_png(tmp_path / "plain", images[chosen])
     mirrored = save_png(tmp_path / "mirrored", images[chosen, :, ::-1])
     shoes = np.concatenate([np.flatnonzero(labels == label)[:40].reshape(20, 2) for label in (5, 7, 9)])
-    pairs = {gap: save_png(tmp_path / f"pairs-{gap}", [side_by_side(enlarged(images[first], 4), enlarged(images[second], 4), gap)
-                                                       for first, second in shoes]) for gap in (8, 0)}
+    pairs = {gap: save_png(tmp_path / f"pairs-{gap}", [side_by_side(enlarged(images[first], 4), enlarged(images[second], 4),
+                                                                    gap) for first, second in shoes]) for gap in (8, 0)}
     result = run(device_python, device / "classify.py", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     found = by_path(result.stdout)
@@ -365,7 +365,8 @@ def test_roi_crops_the_frame_first(device_python, device, test_set, tmp_path):
     result = run(device_python, device / "classify.py", tmp_path / "two.png", "--roi", "150,50,28,28",
                  "--save-preprocessed", seen)
     assert result.returncode == 0, result.stderr
-    assert np.array_equal(np.asarray(Image.open(next(seen.iterdir()))), load_board().preprocess.canonical_orientation(images[7]))
+    turned = load_board().preprocess.canonical_orientation(images[7])
+    assert np.array_equal(np.asarray(Image.open(next(seen.iterdir()))), turned)
     outside = run(device_python, device / "classify.py", tmp_path / "two.png", "--roi", "150,50,100,28")
     assert outside.returncode == ERROR_EXIT and "outside" in outside.stdout
 

@@ -149,7 +149,8 @@ def alike(one: np.ndarray, other: np.ndarray) -> bool:
     first, second = (resample.shrink_rows(profile, bins, int(profile.max())).tolist() for profile in (one, other))
     sum_first, sum_second = sum(first), sum(second)
     covariance = bins * sum(a * b for a, b in zip(first, second)) - sum_first * sum_second
-    spreads = ((bins * sum(a * a for a in first) - sum_first ** 2) * (bins * sum(b * b for b in second) - sum_second ** 2))
+    spreads = ((bins * sum(a * a for a in first) - sum_first ** 2)
+               * (bins * sum(b * b for b in second) - sum_second ** 2))
     likeness = round(PAIR_LIKENESS * 100)  # covariance / sqrt(spreads) >= likeness / 100, squared.
     return covariance > 0 and 100 ** 2 * covariance ** 2 >= likeness ** 2 * spreads
 

@@ -58,7 +58,8 @@ def prepare(name: str, load, options: Options, number: int) -> tuple:
 
 
 def classify_batch(batch: list, classifier: Classifier, options: Options) -> list:
-    """Results for [(name, pixels or None, error, ms, doubtful cut, objects)], one interpreter call for all good images."""
+    """Results for [(name, pixels or None, error, ms, doubtful cut, objects)], one interpreter call for all
+    good images."""
     good = [entry for entry in batch if entry[1] is not None]
     share = 0.0
     if good:

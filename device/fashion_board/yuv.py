@@ -38,7 +38,8 @@ class Yuv420:
         chroma_rows, chroma_stride = (height + 1) // 2, stride // 2
         start = height * stride
         middle = start + chroma_rows * chroma_stride
-        planes = [flat[begin: begin + chroma_rows * chroma_stride].reshape(chroma_rows, chroma_stride)[:, :(width + 1) // 2]
+        chroma_width = (width + 1) // 2
+        planes = [flat[begin: begin + chroma_rows * chroma_stride].reshape(chroma_rows, chroma_stride)[:, :chroma_width]
                   for begin in (start, middle)]
         return cls(array[:height, :width], *planes)
 
