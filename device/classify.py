@@ -21,9 +21,10 @@ moving the wrong ones to the right folder and training on them (`edge-fashion bu
 Output: one line per image, `path<TAB>label score<TAB>ms` (`unsure: ` before the classes when the
 result is unsure), then a summary line. With `--json`, one JSON record per line instead: the record
 that /latest.json, /events and the page's captures give too, its schema in README.md ("One record"),
-then `{"summary": {...}}`. `ms` is the image's own decode, preprocessing and inference time. Each
-line is printed as soon as its image is classified. Images that would need more than 48 MB to decode
-are refused with an error line, before decoding (README.md, "Memory").
+then `{"summary": {...}}`. `objects` is how many objects the preprocessing saw (a pair of shoes is
+two); the frame shows the heaviest. `ms` is the image's own decode, preprocessing and inference time.
+Each line is printed as soon as its image is classified. Images that would need more than 48 MB to
+decode are refused with an error line, before decoding (README.md, "Memory").
 Exit status: 0 when every input was classified (or the self-test passed), 1 when any input
 failed (or the self-test failed), 2 for a usage, model or runtime error.
 """

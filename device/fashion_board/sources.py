@@ -17,11 +17,15 @@ import time
 import numpy as np
 from PIL import Image
 
-from . import common, files
+from . import common, files, yuv
 from .common import ModelError, log, one_line
 from .preprocess import decode
 
 MAX_CAMERA_FAILURES = 5
+CAMERA_SIZE = (640, 480)  # The Pi camera's main stream; never copied.
+# Its low-resolution stream, which is classified, shown and saved: the photos' size (at most 320 px),
+# above the preprocessing's work size (112 px), which its chroma planes (160 x 120) still exceed.
+LORES_SIZE = (320, 240)
 WATCH_INTERVAL_SECONDS = 0.1  # Between folder scans; a file must look the same on two scans in a row.
 WATCH_GIVE_UP_SECONDS = 2.0  # A settled file that still does not decode after this is reported as an error.
 
@@ -75,11 +79,15 @@ def file_sources(inputs: list):
 
 
 def open_picamera2(picamera2):
-    """A frame reader on the Pi camera: 640x480 YUV420, of which the Y plane is the grayscale."""
+    """A frame reader on the Pi camera's low-resolution stream (YUV420, LORES_SIZE): each frame is a
+    small YCbCr image, and the preprocessing takes its colour from the planes at work size, so no
+    full-size RGB array is copied per frame (the ISP scales the picture down)."""
     camera = picamera2.Picamera2()
-    camera.configure(camera.create_preview_configuration(main={"size": (640, 480), "format": "YUV420"}))
+    camera.configure(camera.create_preview_configuration(main={"size": CAMERA_SIZE},
+                                                         lores={"size": LORES_SIZE, "format": "YUV420"}))
     camera.start()
-    return lambda: Image.fromarray(np.ascontiguousarray(camera.capture_array()[:480, :640]))
+    width, height = camera.stream_configuration("lores")["size"]  # As libcamera granted it.
+    return lambda: yuv.Yuv420.from_array(camera.capture_array("lores"), width, height).image()
 
 
 def open_opencv(cv2, index: int):

@@ -25,7 +25,7 @@ class Result:
     error: str = ""
     doubtful_cut: bool = False  # The preprocessing was unsure where the garment is.
     frame: int = 0  # The frame's number in this run, from 1: its id in every record.
-    objects: int = 1  # Objects the preprocessing saw in the frame.
+    objects: int = 1  # Objects the preprocessing saw in the image; the frame shows the heaviest.
 
 
 @dataclasses.dataclass
@@ -42,14 +42,14 @@ class Options:
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
-    """(pixels or None, error, milliseconds, doubtful cut) for one source; errors stay with their source."""
+    """(pixels or None, error, milliseconds, doubtful cut, objects) for one source; errors stay with their source."""
     started = time.perf_counter()
     try:
         image = load(options.roi is None)
         decoded = time.perf_counter()
         frame = make_frame(image, options.roi)
     except Exception as error:  # Pillow raises many types on malformed files: fail this file only.
-        return None, one_line(error), 1000 * (time.perf_counter() - started), False
+        return None, one_line(error), 1000 * (time.perf_counter() - started), False, 0
     pixels = frame.pixels
     finished = time.perf_counter()
     if options.verbose:
@@ -57,12 +57,12 @@ def prepare(name: str, load, options: Options, number: int) -> tuple:
     if options.save_dir is not None:
         stem = pathlib.Path(name).stem.replace(":", "_") or "stdin"
         Image.fromarray(pixels).save(options.save_dir / f"{number:05d}_{stem}.png")
-    return pixels, "", 1000 * (finished - started), frame.unsure
+    return pixels, "", 1000 * (finished - started), frame.unsure, frame.objects
 
 
 def classify_batch(batch: list, classifier: Classifier, options: Options, first: int = 1) -> list:
-    """Results for [(name, pixels or None, error, ms, doubtful cut)], one interpreter call for all good
-    images; the frames are numbered from `first`."""
+    """Results for [(name, pixels or None, error, ms, doubtful cut, objects)], one interpreter call for
+    all good images; the frames are numbered from `first`."""
     good = [entry for entry in batch if entry[1] is not None]
     share = 0.0
     if good:
@@ -73,12 +73,13 @@ def classify_batch(batch: list, classifier: Classifier, options: Options, first:
             log(f"inference {share * len(good):.2f} ms for a batch of {len(good)}")
     rows = iter(scores if good else [])
     results = []
-    for number, (name, pixels, error, ms, doubtful_cut) in enumerate(batch, first):
+    for number, (name, pixels, error, ms, doubtful_cut, objects) in enumerate(batch, first):
         if pixels is None:
             results.append(Result(name, [], ms, error, frame=number))
         else:
             predictions = top_predictions(next(rows), classifier.labels, options.top_k)
-            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut, frame=number))
+            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut, frame=number,
+                                  objects=objects))
     return results
 
 
@@ -95,8 +96,6 @@ def format_result(result: Result, options: Options) -> str:
     line = result_record(result, options)
     if options.as_json:
         return json.dumps(line)
-    if result.error:
-        return f"{result.path}\terror: {result.error}"
     classes = ", ".join(f"{item.label} {item.score:.2f}" for item in result.predictions)
     return f"{result.path}\t{'unsure: ' if line['unsure'] else ''}{classes}\t{result.ms:.2f} ms"
 
