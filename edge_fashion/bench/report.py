@@ -220,7 +220,7 @@ def markdown(result: dict) -> str:
         *table(["model", "runtime", f"cold start s (median of {settings['cold_starts']})",
                 "640x480 JPEG frame p50 ms", "p95 ms", "min ms", "peak RSS MB"], classify_rows(result["classify"])), "",
         f"Each of {settings['cold_starts']} runs classifies a 28x28 PNG, then {settings['frames']} 640x480 JPEG "
-        "frames one at a time (--batch-size 1). Cold start: process start to the first result line. Frame: "
+        "frames, each classified as soon as it is decoded. Cold start: process start to the first result line. Frame: "
         "classify.py's own per-image ms (decode, preprocess, inference). Peak RSS: the largest of the runs.", "",
         "## Build (from report.json)", "", *build_lines(result["build"]), "",
         "## Targets", "", *table(["target", "limit", "measured", "verdict"], target_rows(result["targets"])), "",

@@ -191,13 +191,14 @@ def measure_classify(config: BenchConfig, model: str, runtime: str, holder: dict
     """Under one runtime, `cold_starts` runs of classify.py on a 28x28 PNG then 640x480 JPEG frames.
 
     The cold start is the time from the process's start to its first result line (the PNG's); the
-    frames are classified one at a time (--batch-size 1), as from a camera.
+    frames are classified one at a time (classify.py classifies each image as soon as it is decoded), as
+    from a camera.
     """
     record = {"model": model, "runtime": runtime}
     if holder is None:
         return {**record, "status": "not installed"}
     arguments = ["--model", bundle_folder / bench_report.MODEL_FILES[model], "--runtime", runtime, "--json",
-                 "--batch-size", "1", inputs["png"], *[inputs["jpeg"]] * config.frames]
+                 inputs["png"], *[inputs["jpeg"]] * config.frames]
     cold_starts, frame_ms, peak_rss, summaries = [], [], 0, []
     for _ in range(config.cold_starts):
         child, rss = run_classify(holder, bundle_folder / "classify.py", arguments, work)

@@ -6,6 +6,8 @@ import numpy as np
 from ai_edge_litert import interpreter as litert
 from fashion_board import quantization
 
+from edge_fashion import quiet
+
 # The builtin kernels without XNNPACK compute what tflite-runtime computes on a board (XNNPACK
 # rounds int8 differently: up to 14 of 256 apart here), so the host checks what the device will run.
 RESOLVER = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -88,7 +90,8 @@ def run_tflite_raw(model_content: bytes, images: np.ndarray, batch_size: int = 2
     interpreter = make_interpreter(model_content, resolver=resolver)
     input_detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(input_detail["index"], [batch_size, 28, 28])
-    interpreter.allocate_tensors()
+    with quiet.hidden_output():  # Where LiteRT prints that it created the XNNPACK delegate.
+        interpreter.allocate_tensors()
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero_point = input_detail["quantization"]
     outputs = []
