@@ -22,7 +22,7 @@ import browser
 from conftest import REPO
 from fashion_board import capture as capture_module
 from fashion_board import record
-from test_serve import Served, read_event
+from test_serve import read_event, serve  # noqa: F401  (serve: the fixture, started servers killed after)
 
 pytestmark = pytest.mark.skipif(browser.find_chromium() is None, reason="needs Debian's chromium (make test installs it)")
 
@@ -129,18 +129,6 @@ def screenshot_and_state(chromium) -> tuple:
 @pytest.fixture(scope="module")
 def bundle(tiny_build):
     return tiny_build / "device"
-
-
-@pytest.fixture
-def serve(device_python, bundle, tmp_path):
-    started = []
-
-    def start(*arguments: str) -> Served:
-        started.append(Served(device_python, bundle, tmp_path, *arguments))
-        return started[-1]
-    yield start
-    for served in started:
-        served.kill()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
+from test_package import CHECK_ONLY  # Runs the CLI in-process; says whether TensorFlow was imported.
 
 EDGE_FASHION = pathlib.Path(sys.executable).with_name("edge-fashion")
 CLASSIFY = REPO / "device" / "classify.py"
@@ -20,16 +21,6 @@ CLASSIFY = REPO / "device" / "classify.py"
 NOISE = re.compile(r"absl::|cudart|cpu_feature_guard|oneDNN|XNNPACK|^[IWE]\d{4} |WARNING:tensorflow|Warning:",
                    re.MULTILINE)
 COMMAND_TIMEOUT_SECONDS = 900
-# Runs the CLI in-process and says whether TensorFlow was imported before the command failed.
-CHECK_ONLY = """
-import sys
-from edge_fashion import cli
-try:
-    cli.cli.main(sys.argv[1:], standalone_mode=False)
-except Exception as error:
-    print(f"{type(error).__name__}: {error}")
-print("tensorflow imported:", "tensorflow" in sys.modules)
-"""
 
 
 def run(*command, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:

@@ -201,10 +201,10 @@ def train_only(config: config_module.BuildConfig, progress) -> dict:
 
 
 def training_source(out_dir: pathlib.Path) -> pathlib.Path:
-    """The folder `convert` reads model.keras from: OUT/trained/, else the latest run, else OUT itself
-    (a `train` of the layout before runs)."""
+    """The folder `convert` reads model.keras from: OUT/trained/, else the finished build's models
+    (runs.models_folder: OUT's latest run, or OUT itself when it is a run)."""
     trained = out_dir / TRAINED
-    return trained if (trained / "model.keras").is_file() else runs.latest_run(out_dir) or out_dir
+    return trained if (trained / "model.keras").is_file() else runs.models_folder(out_dir)
 
 
 def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
