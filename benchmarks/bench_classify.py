@@ -12,8 +12,8 @@ Pillow 9.4), ai-edge-litert (this Python) and the numpy engine (`--runtime numpy
 - per-frame latency p50/p95 (decode + preprocess + inference, one frame per interpreter call, as
   from a camera) for 28x28 PNGs and 640x480 JPEGs, from classify.py's own JSON summary;
 - a folder of 28x28 PNGs in batches of 32, in frames per second;
-- the inference alone for one frame, run as a batch of 1 and as a batch of 2 (the duplicate row
-  classify.py adds under tflite-runtime), the best of 10 rounds of 30 calls.
+- the inference alone for one frame, run as a batch of 1 (as classify.py runs it) and as a batch of 2
+  (the first image twice), the best of 10 rounds of 30 calls.
 Prints a Markdown table and writes the figures as JSON (--out).
 """
 

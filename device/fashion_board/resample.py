@@ -122,7 +122,12 @@ def shrink_to(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) or (H, W, C) uint8 to (height, width[, C]) uint8 by area averaging (H >= height,
     W >= width), rounded half up, in whole numbers throughout."""
     block = whole_block(values.shape[0], values.shape[1], height, width)
-    summed = block_sums(values, block) if block > 1 else values
+    return shrink_sums(block_sums(values, block) if block > 1 else values, block, height, width)
+
+
+def shrink_sums(summed: np.ndarray, block: int, height: int, width: int) -> np.ndarray:
+    """shrink_to's work after block_sums: (H, W) or (H, W, C) sums of block x block uint8 squares to
+    (height, width[, C]) uint8 averages, rounded half up."""
     largest = 255 * block * block
     rows = shrink_rows(summed, height, largest)  # Averages, times H'.
     both = shrink_columns(rows, width, largest * summed.shape[0])  # Averages, times H' * W'.

@@ -96,6 +96,8 @@ def format_result(result: Result, options: Options) -> str:
     line = result_record(result, options)
     if options.as_json:
         return json.dumps(line)
+    if result.error:
+        return f"{result.path}\terror: {result.error}"
     classes = ", ".join(f"{item.label} {item.score:.2f}" for item in result.predictions)
     return f"{result.path}\t{'unsure: ' if line['unsure'] else ''}{classes}\t{result.ms:.2f} ms"
 
