@@ -36,7 +36,8 @@ def self_test(directory, arguments, stdin):
 
 def switch(directory, arguments, stdin):
     board = common.open_folder(directory, True)
-    return releases.switch(board, arguments[0], int(arguments[1]), rollback=arguments[2] == "rollback")
+    seconds = float(arguments[3]) if len(arguments) > 3 else service.HEALTH_SECONDS
+    return releases.switch(board, arguments[0], int(arguments[1]), arguments[2] == "rollback", seconds)
 
 
 def list_releases(directory, arguments, stdin):
@@ -44,7 +45,7 @@ def list_releases(directory, arguments, stdin):
 
 
 def install_service(directory, arguments, stdin):
-    return service.install(common.open_folder(directory, True), stdin.read().decode())
+    return service.install(common.open_folder(directory, True), stdin.read().decode(), int(arguments[0]))
 
 
 def health(directory, arguments, stdin):
