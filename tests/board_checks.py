@@ -61,8 +61,13 @@ def deploy_command(board: virtual_board.Board, bundle: pathlib.Path, *options: s
 
 
 def deploy_arguments(board: virtual_board.Board, bundle: pathlib.Path, *options: str) -> list:
-    return ["deploy", f"{board.target()}:{DIRECTORY}", "--bundle", str(bundle), "-p", str(board.port),
-            "-i", str(board.identity), "-F", str(board.ssh_config), *options]
+    return [*board_arguments(board, *options), "--bundle", str(bundle)]
+
+
+def board_arguments(board: virtual_board.Board, *options: str) -> list:
+    """`deploy` to the board without a bundle: --list and --rollback take none."""
+    return ["deploy", f"{board.target()}:{DIRECTORY}", "-p", str(board.port), "-i", str(board.identity),
+            "-F", str(board.ssh_config), *options]
 
 
 def target(board: virtual_board.Board) -> transport.Target:
@@ -91,7 +96,7 @@ def files_on_board(board: virtual_board.Board, release: str) -> dict:
     return {line.split(None, 1)[1]: line.split(None, 1)[0] for line in listing.splitlines() if line.strip()}
 
 
-def health(board: virtual_board.Board, seconds: float = 60) -> dict | None:
+def health(board: virtual_board.Board, seconds: float = 300) -> dict | None:
     """The service's /healthz, asked on the board by the agent; None if it did not answer 200 in time."""
     answer = transport.call_agent(target(board), "health", [str(SERVICE_PORT), str(seconds)])
     return answer["health"] if answer["healthy"] else None

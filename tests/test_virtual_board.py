@@ -18,12 +18,15 @@ import pytest
 
 import board_checks
 from board_checks import DIRECTORY
-from conftest import REPO, TINY_BUILD_ARGS, run_cli
+from conftest import TINY_BUILD_ARGS, run_cli
 from edge_fashion.deploy import releases
 
 ARCH = os.environ.get("EDGE_FASHION_BOARD_ARCH", "x86_64")
-HEALTH_SECONDS = 40  # The bound a switch gives the service here: a TCG board starts it in 10-20 s.
-COME_BACK_SECONDS = 300  # From reboot (or reset) to the service answering /healthz, under TCG.
+# The bound a switch gives the service here: a TCG board starts it in 10-20 s on an idle machine,
+# and took longer than 40 s at load 12-19.
+HEALTH_SECONDS = 150
+COME_BACK_SECONDS = 900  # From reboot (or reset) to the service answering /healthz: 284 s at load 19.
+GAVE_UP_SECONDS = 1200  # A deploy to the release that never answers ends well before its 3600 s sleep.
 POWER_CUT_SEEDS = (1, 2)  # The suite's trials; benchmarks/power_cuts.py runs 20 and more.
 
 
@@ -125,16 +128,16 @@ def test_a_release_that_never_answers_healthz_is_switched_back(board, deployed, 
     good = board_checks.release_of(bundle_a)
     assert f"was not healthy within {HEALTH_SECONDS} s (/healthz: " in result.output
     assert f"after the switch to {board_checks.release_of(bundle)}; switched back to {good}, it runs" in result.output
-    assert time.monotonic() - started < HEALTH_SECONDS + 120  # Bounded: it gave up, it did not hang.
+    assert time.monotonic() - started < GAVE_UP_SECONDS  # Bounded: it gave up, it did not wait for the release.
     assert board_checks.current(board) == good and board_checks.problems(board, [bundle_a]) == []
-    listed = run_cli(*board_checks.deploy_arguments(board, bundle_a, "--list")).output
+    listed = run_cli(*board_checks.board_arguments(board, "--list")).output
     assert f"{board_checks.release_of(bundle)}  never current" in listed
 
 
 def test_rollback_restarts_the_service(board, deployed, bundle_a, bundle_b):
     run_cli(*board_checks.deploy_arguments(board, bundle_b))
     assert board_checks.problems(board, [bundle_b]) == []  # /healthz gives the new model: it was restarted.
-    run_cli(*board_checks.deploy_arguments(board, bundle_a, "--rollback"))
+    run_cli(*board_checks.board_arguments(board, "--rollback"))
     assert board_checks.current(board) == board_checks.release_of(bundle_a)
     assert board_checks.problems(board, [bundle_a]) == []
 
