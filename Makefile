@@ -4,8 +4,10 @@ VENV ?= .venv
 OUT ?= artifacts
 DATA_FILE = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Debian packages the tests need beside Python: a real sshd for deploy, debootstrap and qemu for the Pi userland,
-# chromium for the live page, systemd for `systemd-analyze verify` of the service unit.
-TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static chromium systemd
+# chromium for the live page, systemd for `systemd-analyze verify` of the service unit, qemu-system, qemu-img
+# and mkfs.ext4 for the virtual boards that run the service under systemd.
+TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static chromium systemd \
+  qemu-system-x86 qemu-system-arm qemu-utils e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data build test test-packages clean

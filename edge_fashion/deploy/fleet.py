@@ -23,7 +23,7 @@ import typing
 from edge_fashion import files
 from edge_fashion.deploy import agent as deploy_agent
 from edge_fashion.deploy.agent import releases as agent_releases
-from edge_fashion.deploy import transport
+from edge_fashion.deploy import releases, transport
 
 PLAYBOOK = pathlib.Path(__file__).with_name("playbook.yml")
 BATCH = 5  # Boards updated at once after the canary: a bad release reaches few before Ansible stops.
@@ -81,6 +81,7 @@ def deploy_fleet(bundle_dir: pathlib.Path, inventory: pathlib.Path, batch: int =
                  "edge_fashion_files": sha256,
                  "edge_fashion_sha1": {name: hashlib.sha1(data).hexdigest() for name, data in contents.items()},
                  "edge_fashion_keep": keep, "edge_fashion_serial": [1, batch], "edge_fashion_max_fail": max_fail,
+                 "edge_fashion_health_seconds": releases.HEALTH_SECONDS,
                  "edge_fashion_summary_dir": str(summaries)}
         (pathlib.Path(folder) / "extra.json").write_text(json.dumps(extra))
         progress(f"deploying releases/{release}/ to {len(hosts)} boards: 1 canary, then batches of {batch}")

@@ -2,7 +2,7 @@
 
 A board holds each bundle in DIR/releases/<name>/ (the name is the start of the sha256 over the
 bundle's files) and DIR/current, a symlink to the one in use. The work is done on the board by
-agent.py; these functions take `call(action, arguments, payload) -> answer`, one agent call on one
+the agent; these functions take `call(action, arguments, payload) -> answer`, one agent call on one
 board (transport.call_agent bound to a target), and say what happened in lines for `progress`.
 """
 
@@ -11,6 +11,10 @@ import datetime
 import json
 import typing
 
+from edge_fashion.deploy.agent import service as agent_service
+
+# How long a service restarted by a switch has to answer /healthz before the board switches back.
+HEALTH_SECONDS = agent_service.HEALTH_SECONDS
 Call = typing.Callable[..., dict]
 Progress = typing.Callable[[str], None]
 
@@ -33,8 +37,9 @@ def prepare(call: Call, release: str, sha256_by_name: dict[str, str]) -> dict:
 
 
 def switch(call: Call, release: str, keep: int, progress: Progress, rollback: bool = False) -> dict:
-    """Point current at the release (the service restarts if installed) and prune to `keep` releases."""
-    answer = call("switch", [release, str(keep), "rollback" if rollback else "deploy"])
+    """Point current at the release and prune to `keep` releases. An installed service restarts; if it
+    is not up and answering /healthz within HEALTH_SECONDS, the board switches back (ReleaseError)."""
+    answer = call("switch", [release, str(keep), "rollback" if rollback else "deploy", str(HEALTH_SECONDS)])
     if answer["old"] == release:
         progress(f"releases/{release}/ was already current")
     else:

@@ -10,11 +10,12 @@ runs as root (a system unit in /etc/systemd/system) or as a user (a user unit in
 import typing
 
 from edge_fashion.deploy import transport
+from edge_fashion.deploy.agent import service as agent_service
 
-UNIT_NAME = "edge-fashion.service"
+UNIT_NAME = agent_service.SERVICE
 DEFAULT_PORT = 8080
 LISTEN_HOST = "0.0.0.0"  # A board has no screen: the page is for other machines, so a token guards it.
-HEALTH_SECONDS = 60  # How long the first /healthz may take: the camera starts, the first frame comes.
+HEALTH_SECONDS = agent_service.HEALTH_SECONDS  # The bound on the first /healthz, here and after a switch.
 
 # ExecStart runs classify.py from DIR/current/ when deploys keep releases there (DIR/releases/<sha>/),
 # else from DIR/; the venv is the bundle's own, else DIR's, else python3. `$$` is a literal `$` for
@@ -69,7 +70,7 @@ def check_target(target: transport.Target) -> None:
 def install(target: transport.Target, port: int, progress: typing.Callable[[str], None]) -> str:
     """Install, enable and (re)start the unit on the target; return the page's URL, token included."""
     progress(f"installing {UNIT_NAME} on {target} (classify.py --serve --camera on port {port})")
-    answer = transport.call_agent(target, "service", [], unit_template(port).encode())
+    answer = transport.call_agent(target, "service", [str(port)], unit_template(port).encode())
     progress(f"{answer['scope']} unit {answer['unit']}: enabled at boot, restarted on failure, "
              f"{'running' if answer['active'] else 'NOT running: see ' + answer['journal']}")
     if answer.get("warning"):

@@ -26,16 +26,20 @@ in use. Actions (main.ACTIONS):
                        the release's requirements.txt into it
     self-test DIR RELEASE [PYTHON]   run the release's classify.py --self-test with PYTHON if
                        given, else DIR/.venv/bin/python if present, else the python running this
-    switch DIR RELEASE KEEP deploy|rollback   point DIR/current at the release (a symlink
-                       renamed over the old one), restart edge-fashion.service if installed, keep
-                       the KEEP newest releases
+    switch DIR RELEASE KEEP deploy|rollback [SECONDS]   sync, point DIR/current at the release
+                       (a symlink renamed over the old one), restart edge-fashion.service if
+                       installed and wait (SECONDS, 60 if not given) until its /healthz answers
+                       200 with a frame classified, else switch back and fail saying why; keep the
+                       KEEP newest releases
     releases DIR       answer the releases, their deploy time and model sha256, and the current one
     service-check DIR  answer whether this machine can run the service for DIR: systemd running,
                        DIR's absolute path one a unit can hold (nothing is written, DIR not made)
-    service DIR        read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
+    service DIR PORT   read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
                        DIR and the scope (a system unit as root, else a user unit with lingering),
-                       make DIR/serve-token if missing, enable and restart edge-fashion.service
+                       note PORT in DIR/.service.json, make DIR/serve-token if missing, enable and
+                       restart edge-fashion.service
     health DIR PORT SECONDS  ask http://127.0.0.1:PORT/healthz (with the token) until it answers 200
+                       with a frame classified
     frames DIR         (for `edge-fashion pull`) the size and sha256 of every image file under DIR,
                        hidden ones left out; DIR must exist
     send DIR           read a JSON line [NAME, ...] and answer each file's bytes, base64-encoded

@@ -26,8 +26,10 @@ def explain(error: Exception, directory: str) -> str:
 
 
 def open_folder(directory: str, create: bool) -> pathlib.Path:
-    """The board's folder DIR; made when `create` and it does not exist yet."""
-    folder = pathlib.Path(directory).expanduser()
+    """The board's folder DIR, absolute (a relative DIR is under the home folder, where ssh starts);
+    made when `create` and it does not exist yet."""
+    # Absolute, because steps run in a release's folder: a relative DIR/.venv/bin/python is not there.
+    folder = pathlib.Path(directory).expanduser().absolute()
     if folder.exists() and not folder.is_dir():
         raise AgentError(f"{directory} is a file, not a folder: name a folder to deploy into")
     if create:

@@ -36,7 +36,8 @@ def self_test(directory, arguments, stdin):
 
 def switch(directory, arguments, stdin):
     board = common.open_folder(directory, True)
-    return releases.switch(board, arguments[0], int(arguments[1]), rollback=arguments[2] == "rollback")
+    seconds = float(arguments[3]) if len(arguments) > 3 else service.HEALTH_SECONDS
+    return releases.switch(board, arguments[0], int(arguments[1]), arguments[2] == "rollback", seconds)
 
 
 def list_releases(directory, arguments, stdin):
@@ -48,7 +49,7 @@ def check_service(directory, arguments, stdin):
 
 
 def install_service(directory, arguments, stdin):
-    return service.install(common.open_folder(directory, True), stdin.read().decode())
+    return service.install(common.open_folder(directory, True), stdin.read().decode(), int(arguments[0]))
 
 
 def health(directory, arguments, stdin):
@@ -65,8 +66,8 @@ def send_frames(directory, arguments, stdin):
 
 ACTIONS = {
     "prepare": prepare, "receive": receive, "verify": verify, "install": install, "self-test": self_test,
-    "switch": switch, "releases": list_releases, "service-check": check_service, "service": install_service, "health": health,
-    "frames": list_frames, "send": send_frames,
+    "switch": switch, "releases": list_releases, "service-check": check_service, "service": install_service,
+    "health": health, "frames": list_frames, "send": send_frames,
 }
 
 

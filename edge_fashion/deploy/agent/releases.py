@@ -166,25 +166,42 @@ def point_current(board: pathlib.Path, release: str) -> None:
     files.fsync_folder(board)
 
 
-def switch(board: pathlib.Path, release: str, keep: int, rollback: bool) -> dict:
-    """Make the release current (a deploy also stamps it as the newest), restart the service, prune."""
+def switch(board: pathlib.Path, release: str, keep: int, rollback: bool,
+           health_seconds: float = service.HEALTH_SECONDS) -> dict:
+    """Make the release current (a deploy also stamps it as the newest), restart the service and wait
+    until it answers /healthz (health_seconds at most); if it does not, switch back and say why. Prune."""
     folder, old = common.release_folder(board, release), common.current_release(board)
     if not (folder / "manifest.json").is_file():
         raise common.AgentError(f"no release {release} in {board / common.RELEASES}")
     for stale in folder.glob(f"*{METADATA}.partial-*"):  # An earlier switch's write that died half way.
         stale.unlink()
-    if not rollback or not read_metadata(folder):
+    stamped = not rollback or not read_metadata(folder)
+    if stamped:
         write_metadata(folder, time.time())
     outcome = "unchanged"
     if old != release:
+        # Everything the deploy wrote (hard links, the venv pip filled) reaches the disk before
+        # current names it: after a power cut, current is a release that was whole.
+        os.sync()
         point_current(board, release)
-        outcome = service.restart_if_installed()
-        if outcome == service.NOT_ACTIVE:
-            if old is not None:
-                point_current(board, old)
-                service.restart_if_installed()
-            raise common.AgentError(f"{service.SERVICE} is not active after the switch; switched back to {old}")
+        restart = service.restart_if_installed(board, health_seconds)
+        if restart.outcome in (service.NOT_ACTIVE, service.NOT_HEALTHY):
+            raise common.AgentError(switch_back(board, release, old, stamped, restart.reason, health_seconds))
+        outcome = restart.outcome
     return {"old": old, "new": release, "service": outcome, "pruned": prune(board, keep)}
+
+
+def switch_back(board: pathlib.Path, release: str, old: str | None, stamped: bool, reason: str,
+                health_seconds: float) -> str:
+    """Point current at `old` again after `release` failed to come up (its deploy stamp undone); the line to say."""
+    if old is None:
+        return f"{service.SERVICE} {reason} after the switch to {release}, and no release was current before it"
+    if stamped:
+        (common.release_folder(board, release) / METADATA).unlink()  # Never current, as far as rollback goes.
+    point_current(board, old)
+    again = service.restart_if_installed(board, health_seconds)
+    back = "it runs again" if again.outcome == service.RESTARTED else f"but it {again.reason} there too"
+    return f"{service.SERVICE} {reason} after the switch to {release}; switched back to {old}, {back}"
 
 
 def prune(board: pathlib.Path, keep: int) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -19,8 +20,10 @@ from edge_fashion.deploy.agent import common
 
 SERVICE = "edge-fashion.service"  # Installed by `edge-fashion deploy --service`, if at all.
 SETTLE_SECONDS = 2.0  # A service that crashes on start is no longer active after this.
-NO_SERVICE, RESTARTED, NOT_ACTIVE = "no service", "restarted", "not active"
+HEALTH_SECONDS = 60  # How long its first /healthz may take: the camera starts, the first frame comes.
+NO_SERVICE, RESTARTED, NOT_ACTIVE, NOT_HEALTHY = "no service", "restarted", "not active", "not healthy"
 TOKEN_FILE = "serve-token"
+RECORD_FILE = ".service.json"  # What `service` installed ({"port": ...}): the check after a switch asks that port.
 SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")  # Goes into a unit's shell line unquoted: nothing special.
 
 
@@ -29,17 +32,42 @@ def scope() -> list:
     return [] if os.geteuid() == 0 else ["--user"]
 
 
-def restart_if_installed() -> str:
-    """Restart edge-fashion.service when it is installed: NO_SERVICE, RESTARTED, or NOT_ACTIVE when
-    it did not stay up. A check of the service's /healthz would go here, after is-active."""
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    outcome: str  # NO_SERVICE, RESTARTED, NOT_ACTIVE or NOT_HEALTHY.
+    reason: str = ""  # Why it is not up, in words: "is not active", "did not answer /healthz ...".
+
+
+def restart_if_installed(board: pathlib.Path, seconds: float = HEALTH_SECONDS) -> Restart:
+    """Restart edge-fashion.service when it is installed, then wait until its /healthz answers 200
+    with a frame classified (at most `seconds`): RESTARTED, else NOT_ACTIVE when it stopped or NOT_HEALTHY when it runs
+    but never answered, each with the reason."""
     systemctl = shutil.which("systemctl")
     if systemctl is None or subprocess.run([systemctl, *scope(), "cat", SERVICE], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL).returncode != 0:
-        return NO_SERVICE
+        return Restart(NO_SERVICE)
     subprocess.run([systemctl, *scope(), "restart", SERVICE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(SETTLE_SECONDS)
-    active = subprocess.run([systemctl, *scope(), "is-active", "--quiet", SERVICE]).returncode == 0
-    return RESTARTED if active else NOT_ACTIVE
+    port = installed_port(board)
+    deadline = time.monotonic() + seconds
+    while True:
+        if subprocess.run([systemctl, *scope(), "is-active", "--quiet", SERVICE]).returncode != 0:
+            return Restart(NOT_ACTIVE, f"is not active (see {journal_command(os.geteuid() == 0)})")
+        if port is None:  # Installed without a record of its port: is-active is all there is to ask.
+            return Restart(RESTARTED)
+        answer, reason = ask_health(board, port)
+        if answer is not None:
+            return Restart(RESTARTED)
+        if time.monotonic() >= deadline:
+            return Restart(NOT_HEALTHY, f"was not healthy within {seconds:.0f} s ({reason})")
+        time.sleep(1)
+
+
+def installed_port(board: pathlib.Path) -> int | None:
+    try:
+        return int(json.loads((board / RECORD_FILE).read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def unit_directory(folder: pathlib.Path) -> str:
@@ -71,25 +99,37 @@ def systemctl(system: bool) -> list:
 
 
 def make_token(folder: pathlib.Path) -> str:
-    """The service's token in DIR/serve-token (mode 0600), made once and kept across deploys."""
+    """The service's token in DIR/serve-token (mode 0600), made once and kept across deploys.
+
+    Written under a temporary name, fsynced and renamed: a power cut never leaves an empty token
+    file, which the service would refuse to start with."""
     path = folder / TOKEN_FILE
     if not path.exists():
-        descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        partial = folder / f".{TOKEN_FILE}.partial-{os.getpid()}"
+        if os.path.lexists(str(partial)):
+            partial.unlink()
+        descriptor = os.open(str(partial), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as output:
             output.write(secrets.token_urlsafe(24) + "\n")
+            output.flush()
+            os.fsync(output.fileno())
+        os.replace(str(partial), str(path))
+        files.fsync_folder(folder)
     return path.read_text().strip()
 
 
-def install(folder: pathlib.Path, template: str) -> dict:
+def install(folder: pathlib.Path, template: str, port: int) -> dict:
     """Write the unit (whole), make the token, enable and restart the service; answer how it went."""
     system = os.geteuid() == 0
     command = systemctl(system)
     unit_dir = pathlib.Path("/etc/systemd/system") if system else pathlib.Path.home() / ".config/systemd/user"
     unit = unit_dir / SERVICE
     files.atomic_write_text(unit, fill_unit(template, folder, system))
+    files.atomic_write_json(folder / RECORD_FILE, {"port": port})
     token = make_token(folder)
     for step in (["daemon-reload"], ["enable", SERVICE], ["restart", SERVICE]):
         common.run_step(command + step, " ".join(["systemctl", *command[1:], *step]))
+    os.sync()  # systemctl's links that enable the unit at boot, which it does not fsync itself.
     warning = ""
     if not system:  # Without lingering a user's units start at their login, not at boot.
         lingering = subprocess.run(["loginctl", "enable-linger", pwd.getpwuid(os.geteuid()).pw_name],
@@ -105,18 +145,31 @@ def journal_command(system: bool) -> str:
     return f"journalctl {'' if system else '--user '}-u {SERVICE}"
 
 
-def health(folder: pathlib.Path, port: int, seconds: float) -> dict:
-    """Poll /healthz on this machine until it answers 200 or `seconds` pass."""
+def ask_health(folder: pathlib.Path, port: int) -> tuple:
+    """(the JSON of /healthz, "") when it answers 200 with a frame classified, else (None, why not).
+
+    A service answers 200 before its first frame too (until it is stale): a camera that gives
+    nothing would pass."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
                                      headers={"Authorization": f"Bearer {make_token(folder)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read().decode())
+        if not answer.get("frames"):
+            return None, f"/healthz answered 200 but no frame was classified yet ({answer.get('errors')} errors)"
+        return answer, ""
+    except urllib.error.HTTPError as error:
+        return None, f"/healthz answered {error.code}"
+    except (OSError, ValueError) as error:
+        return None, f"/healthz: {getattr(error, 'reason', error)}"
+
+
+def health(folder: pathlib.Path, port: int, seconds: float) -> dict:
+    """Poll /healthz on this machine until it answers 200 with a frame classified, or `seconds` pass."""
     deadline, reason = time.monotonic() + seconds, "no answer"
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return {"healthy": True, "health": json.loads(response.read().decode())}
-        except urllib.error.HTTPError as error:
-            reason = f"/healthz answered {error.code}"
-        except (OSError, ValueError) as error:
-            reason = f"/healthz: {getattr(error, 'reason', error)}"
+        answer, reason = ask_health(folder, port)
+        if answer is not None:
+            return {"healthy": True, "health": answer}
         time.sleep(1)
     return {"healthy": False, "reason": reason, "journal": journal_command(os.geteuid() == 0)}
