@@ -10,7 +10,7 @@ TEST_PACKAGES = openssh-server openssh-client rsync debootstrap qemu-user-static
   qemu-system-x86 qemu-system-arm qemu-utils e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data build test test-packages clean
+.PHONY: setup data build test test-boards test-packages clean
 
 setup: $(VENV)/.installed data
 
@@ -44,6 +44,10 @@ test-packages:
 
 test: setup $(VENV)/.installed-test test-packages
 	$(VENV)/bin/python -m pytest
+
+# The service under systemd on virtual boards (qemu TCG; the disk image is built once, as root, into .cache/).
+test-boards: setup $(VENV)/.installed-test test-packages
+	EDGE_FASHION_VIRTUAL_BOARDS=1 $(VENV)/bin/python -m pytest tests/test_virtual_board.py tests/test_virtual_fleet.py
 
 clean:
 	rm -rf $(VENV) .cache $(OUT) build dist

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import pathlib
 import random
 import subprocess
@@ -30,6 +31,18 @@ from edge_fashion.deploy import transport  # noqa: E402
 from edge_fashion.deploy.agent import releases as agent_releases  # noqa: E402
 from edge_fashion.pipeline import data  # noqa: E402
 from test_classify import PICAMERA2_STAND_IN, camera_frame  # noqa: E402
+
+# The virtual boards boot Debian under qemu's TCG and take many minutes (longer still on a busy
+# machine), so `make test` leaves them out; `make test-boards` runs them.
+OPT_IN = "EDGE_FASHION_VIRTUAL_BOARDS"
+
+
+def skip_reason(arch: str) -> str | None:
+    """Why the virtual-board tests do not run here: not asked for, or the machine cannot (None: they run)."""
+    if os.environ.get(OPT_IN) != "1":
+        return f"virtual boards are slow: run them with `make test-boards` ({OPT_IN}=1)"
+    return virtual_board.unavailable(arch)
+
 
 DIRECTORY = "fashion"  # DIR on the board, in pi's home, as the README's examples have it.
 SERVICE_PORT = 8080

@@ -32,7 +32,7 @@ POWER_CUT_SEEDS = (1, 2)  # The suite's trials; benchmarks/power_cuts.py runs 20
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, data_dir, tiny_build):
-    reason = board_checks.virtual_board.unavailable(ARCH)
+    reason = board_checks.skip_reason(ARCH)
     if reason:
         pytest.skip(reason)
     with board_checks.board_with_camera(ARCH, tmp_path_factory.mktemp("board"), data_dir,

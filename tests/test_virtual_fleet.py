@@ -24,7 +24,7 @@ FAILING = "board-b"  # Its camera is gone before the roll-out.
 
 @pytest.fixture(scope="module")
 def boards(tmp_path_factory, data_dir, tiny_build):
-    reason = virtual_board.unavailable(ARCH)
+    reason = board_checks.skip_reason(ARCH)
     if reason:
         pytest.skip(reason)
     try:
