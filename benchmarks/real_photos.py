@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from edge_fashion import config as config_module  # noqa: E402
 from fashion_board import preprocess  # noqa: E402
-from edge_fashion.pipeline import data, evaluate, photos, stages, train  # noqa: E402
+from edge_fashion.pipeline import data, evaluate, stages, train  # noqa: E402
 from edge_fashion.converters import tflite  # noqa: E402
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser)
 
@@ -170,11 +170,11 @@ def train_one(name: str, seed: int, overrides: dict, dataset, photo_sets: dict, 
     return record
 
 
-def final_figures(config, dataset, model, photo_sets: dict, photo_parts=None) -> dict:
+def final_figures(config, dataset, model, photo_sets: dict, split=None) -> dict:
     """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8;
-    calibrated as `build` does, on the training photos too when photo_parts are given."""
+    calibrated as `build` does, on the split's training photos too."""
     float_content = tflite.to_float(model)
-    calibration, _ = stages.representative_images(config, dataset, photo_parts)
+    calibration, _ = stages.representative_images(config, split or train.make_split(config, dataset))
     int8_content = tflite.to_int8(model, calibration, config.io_dtype)
     verdict = evaluate.verify(model, float_content, int8_content, dataset.test_images, dataset.test_labels)
     record = {"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
@@ -245,10 +245,8 @@ def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray):
     """The training split with these photo frames mixed in, as `build --photos` does (frames the
     board could not make, all zeros here, are left out as the build leaves them out)."""
     framed = frames.reshape(len(frames), -1).max(axis=1) > 0
-    split = dataclasses.replace(train.make_split(config, dataset), photo_images=frames[framed],
-                                photo_labels=labels[framed].astype(np.uint8))
-    part = photos.Photos(frames[framed], labels[framed].astype(np.uint8), (), ("",) * int(framed.sum()))
-    return split, (part, None)
+    return dataclasses.replace(train.make_split(config, dataset), photo_images=frames[framed],
+                               photo_labels=labels[framed].astype(np.uint8))
 
 
 def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold: int | None) -> dict:
@@ -259,7 +257,7 @@ def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold:
     frames, labels, unsure = sets["choosing"]
     folds = choosing_folds(labels)
     training = folds != fold if fold is not None else np.ones(len(labels), dtype=bool)
-    split, photo_parts = with_photos(config, dataset, frames[training], labels[training])
+    split = with_photos(config, dataset, frames[training], labels[training])
     result = train.train(config, split)
     record = {"kind": "photos", "name": name, "seed": seed, "fold": fold, "overrides": overrides,
               "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
@@ -269,7 +267,7 @@ def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold:
         record.update(photo_figures(evaluate.run_keras(result.model, frames[measured]), labels[measured],
                                     unsure[measured], "held_fold"))
         return record
-    record.update(final_figures(config, dataset, result.model, sets, photo_parts))
+    record.update(final_figures(config, dataset, result.model, sets, split))
     return record
 
 

@@ -177,9 +177,9 @@ def train_command(**options):
     config = checked_config(options, bundle=False)
     from edge_fashion.pipeline import stages
 
-    training = stages.train_only(config, progress)
-    click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
-               f"{training['best_epoch']}; wrote {config.out_dir / stages.TRAINED / 'model.keras'}")
+    trained = stages.train_only(config, progress)
+    click.echo(f"Best validation accuracy {100 * trained.best_validation_accuracy:.2f}% at epoch "
+               f"{trained.best_epoch}; wrote {config.out_dir / stages.TRAINED / 'model.keras'}")
 
 
 @cli.command()

@@ -126,12 +126,12 @@ def test_with_photos_a_build_trains_photo_epochs_unless_told_otherwise():
 def test_the_split_is_stratified_seeded_and_keeps_a_lone_photo_for_training(test_photos):
     chosen = np.concatenate([np.flatnonzero(test_photos.labels == 0), np.flatnonzero(test_photos.labels == 1)[:1]])
     lone = test_photos.subset(chosen)  # Four T-shirts and one Trouser.
-    trained, held_out = photos.split(lone, 0.2, 42)
-    assert held_out.labels.tolist() == [0] and sorted(trained.labels.tolist()) == [0, 0, 0, 1]
+    parts = photos.split(lone, 0.2, 42)
+    assert parts.held_out.labels.tolist() == [0] and sorted(parts.train.labels.tolist()) == [0, 0, 0, 1]
     first, again = photos.split(test_photos, 0.5, 7), photos.split(test_photos, 0.5, 7)
-    assert first[1].paths == again[1].paths
-    assert np.bincount(first[1].labels, minlength=10).tolist() == [2, 2, 2, 2, 2, 2, 2, 2, 0, 2]
-    assert not set(first[0].paths) & set(first[1].paths)
+    assert first.held_out.paths == again.held_out.paths
+    assert np.bincount(first.held_out.labels, minlength=10).tolist() == [2, 2, 2, 2, 2, 2, 2, 2, 0, 2]
+    assert not set(first.train.paths) & set(first.held_out.paths)
 
 
 def test_a_badly_laid_out_folder_gets_one_line_messages_and_the_rest_is_read(tmp_path):

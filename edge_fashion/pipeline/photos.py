@@ -133,9 +133,27 @@ def describe(photos: Photos, folders: typing.Sequence[pathlib.Path]) -> str:
     return text + (f"; no photos of {', '.join(missing)}" if missing else "")
 
 
-def split(photos: Photos, held_out_share: float, seed: int) -> tuple[Photos, Photos]:
-    """(training part, held-out part), stratified by class and seeded. A class with two or more
-    photos keeps at least one on each side; a lone photo trains."""
+@dataclasses.dataclass(frozen=True)
+class PhotoSplit:
+    """The --photos folders' photos, split for a build: a part to train on and one to report on."""
+    train: Photos
+    held_out: Photos
+    folders: tuple[pathlib.Path, ...] = ()
+
+    @property
+    def train_frames(self) -> np.ndarray:
+        """(N, 28, 28) uint8: the training part's frames (photos without one left out)."""
+        return self.train.frames[self.train.framed]
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.train.labels[self.train.framed]
+
+
+def split(photos: Photos, held_out_share: float, seed: int,
+          folders: typing.Sequence[pathlib.Path] = ()) -> PhotoSplit:
+    """The training part and the held-out part, stratified by class and seeded. A class with two or
+    more photos keeps at least one on each side; a lone photo trains."""
     rng = np.random.default_rng(seed)
     held_out = []
     for label in np.unique(photos.labels):
@@ -146,4 +164,4 @@ def split(photos: Photos, held_out_share: float, seed: int) -> tuple[Photos, Pho
         held_out.append(members[:count])
     held = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, np.int64)
     train = np.setdiff1d(np.arange(len(photos)), held)
-    return photos.subset(train), photos.subset(held)
+    return PhotoSplit(photos.subset(train), photos.subset(held), tuple(folders))

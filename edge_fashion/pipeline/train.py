@@ -19,11 +19,17 @@ from edge_fashion.pipeline import model as model_module
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     model: keras.Model
-    history: dict  # Per-epoch lists: loss, accuracy, val_loss, val_accuracy, seconds.
-    best_epoch: int  # 1-based.
-    best_validation_accuracy: float
+    history: dict | None  # Per-epoch lists: loss, accuracy, val_loss, val_accuracy, seconds.
+    best_epoch: int | None  # 1-based.
+    best_validation_accuracy: float | None
     device: str  # What trained, in words ("CPU (2 cores)", "GPU: NVIDIA H100").
     seconds: float
+    seed: int | None = None  # None for a model whose training left no record.
+
+    def record(self) -> dict:
+        """What train.json and the report keep of the training: everything but the model."""
+        return {"device": self.device, "seconds": self.seconds, "seed": self.seed, "best_epoch": self.best_epoch,
+                "best_validation_accuracy": self.best_validation_accuracy, "history": self.history}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +226,7 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     history = {key: [float(value) for value in values] for key, values in fitted.history.items()}
     history["seconds"] = keep_best.epoch_seconds
     return TrainResult(network, history, keep_best.best_epoch, keep_best.best_accuracy,
-                       device, time.perf_counter() - started)
+                       device, time.perf_counter() - started, config.seed)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
