@@ -36,11 +36,11 @@ def build_options(function):
                      help="Folder with the four Fashion-MNIST IDX .gz files [default: search "
                           "$EDGE_FASHION_DATA, ~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist]."),
         click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
-                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; 'plain' trains "
-                          "without camera augmentation (Fashion-MNIST's images as they are)."),
+                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; "
+                          "'fashion-mnist' trains on Fashion-MNIST alone, without the stock photos; 'plain' as well, "
+                          "and without camera augmentation (Fashion-MNIST's images as they are)."),
         click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {defaults.seed}]."),
-        click.option("--epochs", type=click.IntRange(1),
-                     help=f"[default: {defaults.epochs}; {defaults.photo_epochs} with --photos]"),
+        click.option("--epochs", type=click.IntRange(1), help=f"[default: {defaults.epochs}]"),
         click.option("--batch-size", type=click.IntRange(1), help=f"[default: {defaults.batch_size}]"),
         click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
                      help=f"Peak of the cosine schedule [default: {defaults.learning_rate}]."),
@@ -62,11 +62,11 @@ def build_options(function):
                      help=f"Refuse int8 more than this many points below float [default: {defaults.max_drop}]."),
         click.option("--photos", type=click.Path(path_type=pathlib.Path, file_okay=False, exists=True), multiple=True,
                      help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle boot/, ...); "
-                          "repeatable. build/train: mixed into training, part held out and reported; "
-                          "evaluate: every photo."),
-        click.option("--photo-weight", type=click.IntRange(1),
-                     help="Each training photo counts as this many Fashion-MNIST images "
-                          f"[default: {defaults.photo_weight}]."),
+                          "repeatable. build/train: trained on beside the stock photos, part held out and "
+                          "reported; evaluate: every photo."),
+        click.option("--photo-share", type=click.FloatRange(0, 1, max_open=True),
+                     help="Share of each training batch that photos fill, the stock set's and yours "
+                          f"[default: {defaults.photo_share}]."),
         click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
                      help=f"Share of each class's photos held out of training to report on "
                           f"[default: {defaults.photo_held_out}]."),
@@ -147,12 +147,14 @@ def build(**options):
     Exits with status 3, leaving latest untouched, when the int8 model loses more than --max-drop
     points of test accuracy; the refused model is kept in OUT/rejected/. A second build into the
     same OUT while one runs stops with an error naming it.
-    With --photos, your own photos train too, and the held-out ones are reported beside the test set.
+    Trains on Fashion-MNIST and on the stock photos shipped with edge-fashion (real photos of
+    garments and shoes); with --photos, your own photos train too, and the held-out ones are
+    reported beside the test set.
 
     \b
     Example:
         edge-fashion build --out artifacts
-        edge-fashion build --photos my-photos/        # trains 40 epochs with your photos
+        edge-fashion build --photos my-photos/        # your photos train beside the stock set
         edge-fashion deploy pi@raspberrypi.local:fashion --install
     """
     config = checked_config(options)

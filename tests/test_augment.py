@@ -95,16 +95,21 @@ def test_aspect_widens_and_narrows_and_is_off_at_one(batch):
     assert (np.abs(rows(warped) - rows(images)) <= 1).mean() > 0.95
 
 
-def test_photos_have_their_own_share(batch):
+def test_photos_have_their_own_share_and_stand_ins_are_all_changed(batch):
     images, labels = batch
-    is_photo = tf.constant(np.arange(len(labels)) % 2 == 0)
+    kinds = np.where(np.arange(len(labels)) % 2 == 0, augment.PHOTO, augment.DATASET).astype(np.int32)
     config = config_module.make_config(augment_camera=0.0, augment_photos=1.0)
-    changed = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4), is_photo).numpy()
+    changed = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4), tf.constant(kinds)).numpy()
     same = np.array([np.array_equal(before, after) for before, after in zip(images, changed)])
     assert same[1::2].all() and not same[0::2].any()
     # Without photos in the batch, augment_photos alone changes nothing.
     alone = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4)).numpy()
     assert np.array_equal(alone, images)
+    # A data set image standing in for a photo of a class without photos is always made camera-like.
+    none = config_module.make_config(augment_camera=0.0, augment_photos=0.0)
+    stand_ins = np.full(len(labels), augment.STAND_IN, np.int32)
+    changed = augment.camera(tf.constant(images), tf.constant(labels), none, seed(4), tf.constant(stand_ins)).numpy()
+    assert not any(np.array_equal(before, after) for before, after in zip(images, changed))
 
 
 def test_training_pipeline_uses_it_and_stays_repeatable(batch):

@@ -12,7 +12,7 @@ import zlib
 
 from edge_fashion import config as config_module
 from edge_fashion import device_files
-from edge_fashion.pipeline import data
+from edge_fashion.pipeline import data, photos
 
 MAGICS = {"train_images": data.IMAGE_MAGIC, "test_images": data.IMAGE_MAGIC,
           "train_labels": data.LABEL_MAGIC, "test_labels": data.LABEL_MAGIC}
@@ -20,11 +20,20 @@ MAGICS = {"train_images": data.IMAGE_MAGIC, "test_images": data.IMAGE_MAGIC,
 
 def check(config: config_module.BuildConfig, bundle: bool = True) -> None:
     """Raise ValueError on the first missing input: device files (when a bundle will be written),
-    the four data files, a writable output folder."""
+    the four data files, the stock photos (when they train), a writable output folder."""
     if bundle:
         device_files.bundle_files()
     check_data(config.data_dir)
+    if config.stock_photos:
+        check_stock_photos()
     check_out_dir(pathlib.Path(config.out_dir))
+
+
+def check_stock_photos() -> None:
+    """The stock set's class folders are where the package keeps them."""
+    if not any(photos.STOCK_PHOTOS.glob("*/*.jpg")):
+        raise ValueError(f"{photos.STOCK_PHOTOS}: the stock photos are missing; reinstall edge-fashion, or build "
+                         "with --preset fashion-mnist (Fashion-MNIST alone)")
 
 
 def check_data(data_dir: pathlib.Path | None) -> pathlib.Path:

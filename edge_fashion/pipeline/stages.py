@@ -37,7 +37,7 @@ class Checked:
     """What verification found: the models on the test set, the numpy engine, the held-out photos, int8 per layer."""
     verdict: evaluate.Verdict
     numpy_engine: dict
-    photos: dict | None  # report.json's `photos`; None without --photos.
+    photos: dict | None  # report.json's `photos`; None when no photos trained.
     quantization_layers: list
     seconds: float  # The three models on the test set.
 
@@ -46,8 +46,8 @@ def representative_images(config: config_module.BuildConfig, split: train.Split)
     """(calibration images, how many of each source): from the training split (never validation or
     test), stratified and seeded, and from the training photos in the share that training draws them."""
     count = min(config.representative_samples, len(split.train_labels))
-    drawn = config.photo_weight * len(split.photo_labels)
-    photo_count = min(len(split.photo_labels), round(count * drawn / (len(split.train_labels) + drawn)))
+    share = train.photo_slots(config, split) / config.batch_size
+    photo_count = min(len(split.photo_labels), round(count * share))
     fashion = split.train_images[data.stratified_indices(split.train_labels, count - photo_count, config.seed)]
     chosen = np.random.default_rng(config.seed).permutation(len(split.photo_labels))[:photo_count]
     return (np.concatenate([fashion, split.photo_images[chosen]]),
@@ -71,7 +71,7 @@ def convert(config: config_module.BuildConfig, split: train.Split, keras_model, 
 
 
 def check(config: config_module.BuildConfig, dataset: data.Dataset, keras_model, converted: Converted,
-          stage: pathlib.Path, progress, photo_split: photos.PhotoSplit | None = None) -> Checked:
+          stage: pathlib.Path, progress, photo_split: photos.PhotoSplit) -> Checked:
     """The models against each other on the test set, the numpy engine against the interpreter, both
     models on the held-out photos (their contact sheet written into `stage`), and int8 layer by layer."""
     progress(f"Verifying on {len(dataset.test_labels):,} test images: Keras, float TFLite, int8 TFLite")
@@ -81,7 +81,8 @@ def check(config: config_module.BuildConfig, dataset: data.Dataset, keras_model,
     verify_seconds = time.perf_counter() - started
     progress(f"Checking the board's numpy engine against the interpreter on {len(dataset.test_labels):,} test images")
     engine = numpy_check.check(converted.int8_content, dataset.test_images, verdict.int8_probabilities)
-    held_out = None if photo_split is None else held_out_report(config, photo_split, converted, stage, progress)
+    trained_photos = len(photo_split.stock) + len(photo_split.train)
+    held_out = held_out_report(config, photo_split, converted, stage, progress) if trained_photos else None
     progress("Measuring the int8 error layer by layer")
     layers = quantization_report.layer_errors(keras_model, converted.calibration, converted.calibration[:100])
     return Checked(verdict, engine, held_out, layers, verify_seconds)
@@ -102,8 +103,9 @@ def write_bundle(stage: pathlib.Path, dataset: data.Dataset, converted: Converte
 def held_out_report(config, photo_split: photos.PhotoSplit, converted: Converted, stage: pathlib.Path,
                     progress) -> dict:
     """report.json's `photos`: how the photos were used, and both models on the held-out ones."""
-    result = {"training": {"folders": [str(folder) for folder in config.photos], "train": len(photo_split.train),
-                           "held_out": len(photo_split.held_out), "photo_weight": config.photo_weight,
+    result = {"training": {"stock": len(photo_split.stock), "folders": [str(folder) for folder in config.photos],
+                           "train": len(photo_split.train), "held_out": len(photo_split.held_out),
+                           "photo_share": config.photo_share, "photo_balance": config.photo_balance,
                            "held_out_share": config.photo_held_out}}
     if len(photo_split.held_out):
         section, sheet = photo_report.evaluate_photos(converted.float_content, converted.int8_content,
@@ -127,7 +129,8 @@ def make_report(config, dataset: data.Dataset, trained: train.TrainResult, conve
         "versions": report.package_versions(),
         "device": trained.device,
         "data": {"source": str(dataset.source), "test_images": len(dataset.test_labels)},
-        "training": {key: record[key] for key in ("seed", "best_epoch", "best_validation_accuracy", "history")},
+        "training": {key: record[key] for key in ("seed", "best_epoch", "best_validation_accuracy", "history",
+                                                  "images")},
         "timings": {"train_seconds": trained.seconds, "convert_seconds": converted.seconds,
                     "verify_seconds": checked.seconds},
         "metrics": checked.verdict.to_json(),
@@ -152,13 +155,19 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"top-1 agreement {100 * metrics['int8_float_agreement']:.2f}%)",
         f"sizes                  int8 {sizes['model_int8.tflite'] / 1e6:.3f} MB, float {sizes['model_float.tflite'] / 1e6:.3f} MB "
         f"({ratio:.2f}x)",
-        f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s; "
-        f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
+        f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s"
+        f"{speed_phrase(result)}; whole build {result['timings'].get('total_seconds', 0):.0f} s",
         *photo_lines(result),
         f"numpy engine           {numpy_check.verdict(result['numpy_engine'])}",
         f"written to             {out_dir / runs.RUNS / result['run']}/, now {out_dir / runs.LATEST}; "
         f"copy {out_dir / 'device'}/ to the board",
     ])
+
+
+def speed_phrase(result: dict) -> str:
+    """' (2,950 images a second)', or nothing when the report has no count."""
+    images, seconds = result["training"].get("images"), result["timings"]["train_seconds"]
+    return f" ({images / seconds:,.0f} images a second)" if images and seconds else ""
 
 
 def photo_lines(result: dict) -> list[str]:
@@ -229,32 +238,36 @@ def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
     return dataset
 
 
-def load_photos(config: config_module.BuildConfig, progress) -> photos.PhotoSplit | None:
-    """The --photos folders' training and held-out parts, stratified and seeded; None without them."""
+def load_photos(config: config_module.BuildConfig, progress) -> photos.PhotoSplit:
+    """The stock set, and the --photos folders' training and held-out parts (stratified, seeded)."""
+    stock = photos.no_photos()
+    if config.stock_photos:
+        progress("Reading the stock photos through the board's preprocessing")
+        stock = photos.read_stock(progress)
     if not config.photos:
-        return None
+        return photos.PhotoSplit(photos.no_photos(), photos.no_photos(), stock=stock)
     progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")
-    photo_split = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed,
-                               config.photos)
-    progress(f"  {len(photo_split.train):,} photos to train on, {len(photo_split.held_out):,} held out to report on")
-    return photo_split
+    own = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed, config.photos)
+    progress(f"  {len(own.train):,} photos to train on, {len(own.held_out):,} held out to report on")
+    return dataclasses.replace(own, stock=stock)
 
 
 def training_split(config: config_module.BuildConfig, dataset: data.Dataset,
-                   photo_split: photos.PhotoSplit | None, progress) -> train.Split:
+                   photo_split: photos.PhotoSplit, progress) -> train.Split:
     """What trains and validates: the data set's split, and the training photos' frames beside it."""
-    split = train.make_split(config, dataset)
-    if photo_split is None:
-        return split
-    progress(f"  each of {len(photo_split.train_labels):,} photos drawn {config.photo_weight} times an epoch")
-    return dataclasses.replace(split, photo_images=photo_split.train_frames, photo_labels=photo_split.train_labels)
+    split = dataclasses.replace(train.make_split(config, dataset), photo_images=photo_split.train_frames,
+                                photo_labels=photo_split.train_labels)
+    if len(split.photo_labels):
+        progress(f"  {len(split.photo_labels):,} photos fill {train.photo_slots(config, split)} of each batch's "
+                 f"{config.batch_size} places")
+    return split
 
 
 def run_training(config: config_module.BuildConfig, split: train.Split, progress) -> train.TrainResult:
     progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
     trained = train.train(config, split)
     progress(f"  best epoch {trained.best_epoch}: validation accuracy {100 * trained.best_validation_accuracy:.2f}%, "
-             f"{trained.seconds:.0f} s on {trained.device}")
+             f"{trained.seconds:.0f} s on {trained.device}, {trained.images_per_second:,.0f} images a second")
     return trained
 
 
@@ -272,7 +285,7 @@ def read_training(folder: pathlib.Path) -> train.TrainResult:
         model=keras.saving.load_model(folder / "model.keras"), history=record.get("history"),
         best_epoch=record.get("best_epoch"), best_validation_accuracy=record.get("best_validation_accuracy"),
         device=record.get("device") or "unknown (trained earlier)", seconds=record.get("seconds") or 0.0,
-        seed=record.get("seed"))
+        seed=record.get("seed"), images=record.get("images"))
 
 
 def read_models(out_dir: pathlib.Path):
@@ -287,7 +300,7 @@ def read_models(out_dir: pathlib.Path):
 
 
 def finish(config: config_module.BuildConfig, dataset: data.Dataset, split: train.Split, trained: train.TrainResult,
-           stage: pathlib.Path, started: float, progress, photo_split: photos.PhotoSplit | None = None) -> dict:
+           stage: pathlib.Path, started: float, progress, photo_split: photos.PhotoSplit) -> dict:
     """Convert, verify, report and bundle in `stage`; publish it and return the report, or keep it
     aside and raise GateError if int8 is refused."""
     converted = convert(config, split, trained.model, stage, progress)
