@@ -18,11 +18,16 @@ data:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
 	@test -f $(DATA_FILE) || { echo "error: $(DATA_FILE) still missing" >&2; exit 1; }
 
+# The package alone (what `edge-fashion` needs); `make test` adds the test extras.
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { \
 	  echo "Installing python3-venv"; $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
 	  $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
 
@@ -35,7 +40,7 @@ test-packages:
 	  echo "Installing test packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
-test: setup test-packages
+test: setup $(VENV)/.installed-test test-packages
 	$(VENV)/bin/python -m pytest
 
 clean:

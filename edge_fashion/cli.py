@@ -248,7 +248,6 @@ def evaluate(**options):
 @click.option("--python", help="The target's Python [default: python3; the self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
-@click.option("--self-test", is_flag=True, hidden=True, help="Kept for old scripts: every deploy runs it now.")
 @click.option("--rollback", is_flag=True, help="Switch the board back to the release deployed before the current one.")
 @click.option("--list", "list_releases", is_flag=True, help="List the board's releases, the current one starred.")
 @click.option("--keep", type=click.IntRange(1), default=transport_module.KEEP_RELEASES, show_default=True,
@@ -265,7 +264,7 @@ def evaluate(**options):
 @click.option("--service-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="The port of the service's live page.")
 @user_errors
-def deploy_command(target, bundle_dir, install, self_test, rollback, list_releases, keep, fleet, batch, max_fail,
+def deploy_command(target, bundle_dir, install, rollback, list_releases, keep, fleet, batch, max_fail,
                    service, service_port, **options):
     """Copy the bundle to TARGET, [user@]host:dir over ssh or a local folder, verify it, test it, switch to it.
 

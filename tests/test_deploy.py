@@ -18,6 +18,7 @@ import pytest
 
 import sshd
 from conftest import run_cli
+from edge_fashion import files
 from edge_fashion.deploy import releases
 from edge_fashion.deploy import transport as deploy
 
@@ -51,7 +52,7 @@ def bundle_with_model(bundle_dir: pathlib.Path, folder: pathlib.Path, model: byt
     shutil.copytree(bundle_dir, folder)
     (folder / MODEL).write_bytes(model)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["model"].update(sha256=deploy.sha256_bytes(model), size_bytes=len(model))
+    manifest["model"].update(sha256=files.sha256_bytes(model), size_bytes=len(model))
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 

@@ -9,7 +9,9 @@ import pytest
 
 import sshd
 from conftest import run_cli
+from edge_fashion import files
 from edge_fashion.deploy import fleet
+from edge_fashion.deploy.agent import releases as agent_releases
 from edge_fashion.deploy import transport as deploy
 
 FAILING = "board-c"  # Its python for the self-test has no numpy: classify.py cannot run there.
@@ -88,7 +90,7 @@ def fleet_deploy(bundle: pathlib.Path, inventory: pathlib.Path, batch: int, max_
 
 def test_canary_batches_and_max_fail(servers, boards, new_bundle, tmp_path, device_python):
     old = current(boards["board-a"])
-    new = deploy.deploy_agent.release_name({name: deploy.sha256_bytes(data)
+    new = agent_releases.release_name({name: files.sha256_bytes(data)
                                             for name, data in deploy.read_bundle(new_bundle).items()})
 
     # The failing board as the canary: nothing else runs, whatever --max-fail allows.

@@ -1,5 +1,5 @@
-"""Releases on the board: deploy, redeploy, a failing self-test, rollback, pruning, the migration
-from the old layout and a deploy killed half way, each on a folder target and over a real sshd."""
+"""Releases on the board: deploy, redeploy, a failing self-test, rollback, pruning and a deploy
+killed half way, each on a folder target and over a real sshd."""
 
 import contextlib
 import json
@@ -15,7 +15,8 @@ import pytest
 
 import sshd
 from conftest import run_cli
-from edge_fashion.deploy import agent as deploy_agent
+from edge_fashion import files
+from edge_fashion.deploy.agent import releases as agent_releases
 from edge_fashion.deploy import releases
 from edge_fashion.deploy import transport as deploy
 
@@ -60,8 +61,8 @@ def variant(bundle_dir: pathlib.Path, folder: pathlib.Path, readme_line: str) ->
 
 
 def release_of(bundle_dir: pathlib.Path) -> str:
-    files = deploy.read_bundle(bundle_dir)
-    return deploy_agent.release_name({name: deploy.sha256_bytes(data) for name, data in files.items()})
+    contents = deploy.read_bundle(bundle_dir)
+    return agent_releases.release_name({name: files.sha256_bytes(data) for name, data in contents.items()})
 
 
 def assert_current_is(board: Board, bundle_dir: pathlib.Path) -> None:
@@ -146,18 +147,6 @@ def test_the_last_releases_are_kept(board, bundle_a, tmp_path):
     assert_current_is(board, bundles[-1])
 
 
-def test_a_board_of_the_old_layout_is_migrated(board, bundle_a, bundle_b):
-    shutil.copytree(bundle_a, board.folder)  # What deploy wrote before releases: the bundle in DIR.
-    (board.folder / "photo.jpg").write_bytes(b"the user's own file")
-    result = run_cli("deploy", "--bundle", str(bundle_b), "--python", board.python, *board.cli_target)
-    assert f"moved the bundle deployed before releases into releases/{release_of(bundle_a)}/" in result.output
-    assert_current_is(board, bundle_b)
-    assert board.releases() == sorted([release_of(bundle_a), release_of(bundle_b)])
-    assert sorted(path.name for path in board.folder.iterdir()) == ["current", "photo.jpg", "releases"]
-    run_cli("deploy", "--rollback", "--python", board.python, *board.cli_target)
-    assert_current_is(board, bundle_a)
-
-
 def slow_self_test_python(folder: pathlib.Path, python: str) -> tuple[pathlib.Path, pathlib.Path]:
     """A board python whose self-test hangs (after touching a marker file): a deploy to kill there."""
     marker, wrapper = folder / "self-test-started", folder / "slow-python"
@@ -194,23 +183,3 @@ def test_a_deploy_killed_before_its_switch_leaves_current_whole(board, bundle_a,
     finished = deploy.deploy(bundle_b, board.target())
     assert finished.sent == () and finished.previous == release_of(bundle_a)
     assert_current_is(board, bundle_b)
-
-
-@pytest.mark.parametrize("killed_at", ["while linking", "after the switch"])
-def test_a_migration_killed_half_way_finishes_on_the_next_deploy(board, bundle_a, bundle_b, killed_at):
-    shutil.copytree(bundle_a, board.folder)
-    release = release_of(bundle_a)
-    if killed_at == "while linking":  # A staging folder with part of the bundle in it.
-        staging = board.folder / "releases" / f".migrating-{release}"
-        staging.mkdir(parents=True)
-        os.link(board.folder / "classify.py", staging / "classify.py")
-    else:  # The release made and current, the old files not yet removed.
-        shutil.copytree(bundle_a, board.folder / "releases" / release)
-        (board.folder / "releases" / release / ".release.json").write_text('{"deployed_at": 1.0}')
-        os.symlink(f"releases/{release}", board.folder / "current")
-    deploy.deploy(bundle_b, board.target())
-    assert_current_is(board, bundle_b)
-    assert sorted(path.name for path in board.folder.iterdir()) == ["current", "releases"]
-    assert sorted(path.name for path in (board.folder / "releases").iterdir()) == sorted([release, release_of(bundle_b)])
-    run_cli("deploy", "--rollback", "--python", board.python, *board.cli_target)
-    assert_current_is(board, bundle_a)

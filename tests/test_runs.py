@@ -15,7 +15,8 @@ import time
 import pytest
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
-from edge_fashion.pipeline import bundle, stages, runs
+from edge_fashion import files
+from edge_fashion.pipeline import bundle, runs, stages
 
 RUN_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
 SUBPROCESS_TIMEOUT_SECONDS = 600  # A tiny build takes 15-60 s on 2 busy cores; never hang the suite.
@@ -179,21 +180,6 @@ def test_train_then_convert_publishes_the_trained_model_as_a_run(tiny_build, tmp
     assert run_cli("runs", "--out", str(out)).output.splitlines()[2].split()[:3] == ["*", run.name, "12"]
 
 
-def test_a_build_of_the_layout_before_runs_is_adopted_as_a_run(tiny_build, tmp_path, data_dir):
-    out = tmp_path / "build"
-    shutil.copytree(runs.latest_run(tiny_build), out)  # Real files at the top, as builds used to leave them.
-    report = json.loads((out / "report.json").read_text())
-    del report["run"]
-    (out / "report.json").write_text(json.dumps(report))
-    old_model = sha256(out / "model_int8.tflite")
-    run_cli("convert", *TINY_BUILD_ARGS, "--data-dir", str(data_dir), "--out", str(out), "--max-drop", "-100",
-            expect_exit=3)
-    (adopted,) = run_names(out)
-    assert os.readlink(out / runs.LATEST) == f"runs/{adopted}" and adopted.endswith(old_model[:8])
-    assert (out / "device").is_symlink() and sha256(out / "device" / "model_int8.tflite") == old_model
-    assert_latest_is_whole(out)
-
-
 def test_deploy_accepts_a_run_latest_or_the_build_folder(tiny_build, tmp_path):
     run = runs.latest_run(tiny_build)
     for number, bundle_argument in enumerate([run, tiny_build / runs.LATEST, tiny_build]):
@@ -216,7 +202,7 @@ def test_a_write_error_names_the_path(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, previous_limit[1]))
     try:
         with pytest.raises(ValueError, match=f"cannot write {re.escape(str(target))}: File too large"):
-            bundle.atomic_write_bytes(target, bytes(10_000))
+            files.atomic_write_bytes(target, bytes(10_000))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
         signal.signal(signal.SIGXFSZ, previous_handler)

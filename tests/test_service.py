@@ -17,13 +17,15 @@ import pytest
 
 from conftest import run_cli
 from edge_fashion.pipeline import data
-from edge_fashion.deploy import agent, service
+from edge_fashion.deploy import service
+from edge_fashion.deploy.agent import common as agent_common
+from edge_fashion.deploy.agent import service as agent_service
 from test_classify import PICAMERA2_STAND_IN, camera_frame
 
 
 def unit_file(folder: pathlib.Path, directory: pathlib.Path, system: bool, port: int = 8080) -> pathlib.Path:
     path = folder / service.UNIT_NAME
-    path.write_text(agent.fill_unit(service.unit_template(port), directory, system))
+    path.write_text(agent_service.fill_unit(service.unit_template(port), directory, system))
     return path
 
 
@@ -47,8 +49,8 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path, system):
 
 
 def test_a_folder_the_unit_cannot_hold_is_refused(tmp_path):
-    with pytest.raises(agent.AgentError, match="letters, digits"):
-        agent.fill_unit(service.unit_template(), tmp_path / "my fashion", system=True)
+    with pytest.raises(agent_common.AgentError, match="letters, digits"):
+        agent_service.fill_unit(service.unit_template(), tmp_path / "my fashion", system=True)
 
 
 def exec_start(unit: pathlib.Path) -> list:
@@ -70,8 +72,8 @@ def test_the_units_command_serves_the_bundle(tiny_build, device_python, data_dir
     (camera / "__init__.py").write_text(PICAMERA2_STAND_IN)
     image = data.load_fashion_mnist(data_dir, download=False).test_images[1]
     camera_frame(image, np.random.default_rng(1)).save(camera / "frame.png")
-    token = agent.make_token(board)
-    assert (board / agent.TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+    token = agent_service.make_token(board)
+    assert (board / agent_service.TOKEN_FILE).stat().st_mode & 0o777 == 0o600
     env = {**os.environ, "PYTHONPATH": str(camera.parent)}
     with open(tmp_path / "stderr.txt", "wb") as stderr:
         process = subprocess.Popen(exec_start(unit_file(tmp_path, board, True, port=0)), cwd=board, env=env,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 
 SIDE = 28  # The model's input is SIDE x SIDE grayscale.
+# The files read as images (folders, --watch, --replay) and kept by --save-frames; `edge-fashion pull`
+# and the host's photo folders use this list too.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+                            ".pnm"})
 
 
 class ModelError(ValueError):

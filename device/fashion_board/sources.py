@@ -14,10 +14,10 @@ import time
 import numpy as np
 from PIL import Image
 
+from . import common
 from .common import ModelError, log, one_line
 from .preprocess import decode
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 # An image read from standard input or a FIFO is held in memory whole before decoding: this much
 # at most, so that with the decoded image (preprocess.MAX_DECODE_BYTES) a run stays within 150 MB.
 MAX_STREAM_BYTES = 32_000_000
@@ -33,7 +33,7 @@ def image_files(folder: pathlib.Path) -> list:
     for root, folders, files in os.walk(folder):
         folders.sort()
         found += [pathlib.Path(root, name) for name in sorted(files)
-                  if pathlib.Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+                  if pathlib.Path(name).suffix.lower() in common.IMAGE_SUFFIXES]
     return found
 
 

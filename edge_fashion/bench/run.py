@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 import edge_fashion
+from edge_fashion import files
 from edge_fashion.bench import report as bench_report
 from edge_fashion.pipeline import bundle
 from fashion_board import runtimes as board_runtimes
@@ -222,7 +223,7 @@ def float_bundle(config: BenchConfig, work: pathlib.Path) -> pathlib.Path:
     content = (config.build_dir / bench_report.MODEL_FILES["float32"]).read_bytes()
     (folder / bench_report.MODEL_FILES["float32"]).write_bytes(content)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["model"] = {"file": bench_report.MODEL_FILES["float32"], "sha256": bundle.sha256_bytes(content),
+    manifest["model"] = {"file": bench_report.MODEL_FILES["float32"], "sha256": files.sha256_bytes(content),
                          "size_bytes": len(content)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
@@ -339,6 +340,6 @@ def run_bench(config: BenchConfig, progress=lambda message: None) -> dict:
 
 
 def write_outputs(result: dict, out_dir: pathlib.Path) -> None:
-    bundle.atomic_write_json(out_dir / "bench.json", result)
-    bundle.atomic_write_text(out_dir / "bench.md", bench_report.markdown(result))
-    bundle.atomic_write_bytes(out_dir / "bench.png", bench_report.chart_png(result))
+    files.atomic_write_json(out_dir / "bench.json", result)
+    files.atomic_write_text(out_dir / "bench.md", bench_report.markdown(result))
+    files.atomic_write_bytes(out_dir / "bench.png", bench_report.chart_png(result))

@@ -20,7 +20,9 @@ import sys
 import tempfile
 import typing
 
+from edge_fashion import files
 from edge_fashion.deploy import agent as deploy_agent
+from edge_fashion.deploy.agent import releases as agent_releases
 from edge_fashion.deploy import transport
 
 PLAYBOOK = pathlib.Path(__file__).with_name("playbook.yml")
@@ -65,17 +67,19 @@ def deploy_fleet(bundle_dir: pathlib.Path, inventory: pathlib.Path, batch: int =
                  max_fail: int = MAX_FAIL_PERCENT, keep: int = transport.KEEP_RELEASES,
                  progress: typing.Callable[[str], None] = lambda line: None) -> FleetResult:
     """Run the playbook over the inventory: a canary board, then batches of `batch` boards."""
-    files = transport.read_bundle(pathlib.Path(bundle_dir))
-    sha256 = {name: transport.sha256_bytes(data) for name, data in files.items()}
-    release = deploy_agent.release_name(sha256)
+    contents = transport.read_bundle(pathlib.Path(bundle_dir))
+    sha256 = {name: files.sha256_bytes(data) for name, data in contents.items()}
+    release = agent_releases.release_name(sha256)
     hosts = inventory_hosts(inventory)
     with tempfile.TemporaryDirectory(prefix="edge-fashion-fleet-") as folder:
         summaries = pathlib.Path(folder) / "summaries"
         summaries.mkdir()
+        agent_file = pathlib.Path(folder) / "agent.py"
+        agent_file.write_bytes(deploy_agent.script())
         extra = {"edge_fashion_bundle": str(pathlib.Path(bundle_dir).resolve()),
-                 "edge_fashion_agent": deploy_agent.__file__, "edge_fashion_release": release,
+                 "edge_fashion_agent": str(agent_file), "edge_fashion_release": release,
                  "edge_fashion_files": sha256,
-                 "edge_fashion_sha1": {name: hashlib.sha1(data).hexdigest() for name, data in files.items()},
+                 "edge_fashion_sha1": {name: hashlib.sha1(data).hexdigest() for name, data in contents.items()},
                  "edge_fashion_keep": keep, "edge_fashion_serial": [1, batch], "edge_fashion_max_fail": max_fail,
                  "edge_fashion_summary_dir": str(summaries)}
         (pathlib.Path(folder) / "extra.json").write_text(json.dumps(extra))

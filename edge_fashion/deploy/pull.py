@@ -10,10 +10,10 @@ import base64
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import typing
 
+from edge_fashion import files
 from edge_fashion.deploy import transport
 
 BATCH_BYTES = 8_000_000  # Bytes of frames per agent call: small for a Pi Zero's memory, few calls.
@@ -59,16 +59,6 @@ def local_path(folder: pathlib.Path, name: str) -> pathlib.Path:
     return path
 
 
-def write_new(path: pathlib.Path, content: bytes) -> None:
-    """Write under a hidden temporary name, then rename: the folder never holds half a frame."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        partial.write_bytes(content)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
 
 
 def pull(target: transport.Target, folder: pathlib.Path,
@@ -82,13 +72,13 @@ def pull(target: transport.Target, folder: pathlib.Path,
         pulled, size = [], 0
         for batch in batches(wanted, {name: listed[name]["size"] for name in wanted}):
             payload = json.dumps(batch).encode() + b"\n"
-            files = transport.call_agent(connected, "send", [], payload)["files"]
+            sent = transport.call_agent(connected, "send", [], payload)["files"]
             for name in batch:
-                content = base64.b64decode(files[name])
-                if hashlib.sha256(content).hexdigest() != listed[name]["sha256"]:
+                content = base64.b64decode(sent[name])
+                if files.sha256_bytes(content) != listed[name]["sha256"]:
                     raise transport.DeployError(f"{target}: {name} changed or arrived damaged; run pull again")
                 path = local_path(folder, name)
-                write_new(path, content)
+                files.atomic_write_bytes(path, content)  # A name no file has: nothing is overwritten.
                 pulled.append(path.relative_to(folder).as_posix())
                 size += len(content)
             progress(f"pulled {len(pulled)} of {len(wanted)} frames ({size:,} bytes)")

@@ -27,12 +27,9 @@ class Release:
     current: bool
 
 
-def prepare(call: Call, release: str, sha256_by_name: dict[str, str], progress: Progress) -> dict:
+def prepare(call: Call, release: str, sha256_by_name: dict[str, str]) -> dict:
     """Make the release folder on the board, reusing files it already holds; answer what is there."""
-    answer = call("prepare", [release], json.dumps(sha256_by_name).encode() + b"\n")
-    if answer["migrated"]:
-        progress(f"moved the bundle deployed before releases into releases/{answer['migrated']}/")
-    return answer
+    return call("prepare", [release], json.dumps(sha256_by_name).encode() + b"\n")
 
 
 def switch(call: Call, release: str, keep: int, progress: Progress, rollback: bool = False) -> dict:

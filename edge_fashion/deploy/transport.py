@@ -4,7 +4,7 @@
 target make the bundle's release folder, DIR/releases/<name>/, from the files it already holds,
 sends only those that differ, reads every sha256 back, runs the self-test there and only then
 switches DIR/current to it (releases.py).
-On the target the work is done by `agent.py` (edge_fashion/deploy/agent.py), which the board's python3 runs from stdin
+On the target the work is done by the agent (edge_fashion/deploy/agent/), which the board's python3 runs from stdin
 (nothing is installed there), through `ssh` so that ~/.ssh/config applies, or locally for a
 mounted SD card. One ssh connection (ControlMaster) serves all of a deploy's calls.
 
@@ -14,7 +14,6 @@ Usage: edge-fashion deploy pi@raspberrypi.local:fashion --install --self-test
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import pathlib
 import re
@@ -26,7 +25,10 @@ import tempfile
 import time
 import typing
 
+from edge_fashion import files
 from edge_fashion.deploy import agent as deploy_agent
+from edge_fashion.deploy.agent import common as agent_common
+from edge_fashion.deploy.agent import releases as agent_releases
 from edge_fashion.deploy import releases
 
 CONNECT_TIMEOUT_SECONDS = 10  # How long ssh waits for the board to answer at all.
@@ -88,13 +90,13 @@ def deploy(
     """Copy the bundle into its own release folder on the target, verify every file there, make the
     device venv if asked, run the self-test there, and only then switch DIR/current to it."""
     started = time.monotonic()
-    files = read_bundle(pathlib.Path(bundle_dir))
-    wanted = {name: sha256_bytes(data) for name, data in files.items()}
-    release = deploy_agent.release_name(wanted)
+    contents = read_bundle(pathlib.Path(bundle_dir))
+    wanted = {name: files.sha256_bytes(data) for name, data in contents.items()}
+    release = agent_releases.release_name(wanted)
     with shared_connection(target) as connected:
         call = functools.partial(call_agent, connected)
-        prepared = releases.prepare(call, release, wanted, progress)
-        result = copy_and_verify(files, wanted, prepared["sha256"], release, connected, progress)
+        prepared = releases.prepare(call, release, wanted)
+        result = copy_and_verify(contents, wanted, prepared["sha256"], release, connected, progress)
         if install:
             install_requirements(connected, release, progress)
         output = releases.self_test(call, release, connected.python, str(connected), progress)
@@ -103,27 +105,27 @@ def deploy(
                                release=release, previous=prepared["current"])
 
 
-def copy_and_verify(files: dict[str, bytes], wanted: dict[str, str], found: dict[str, str | None], release: str,
+def copy_and_verify(contents: dict[str, bytes], wanted: dict[str, str], found: dict[str, str | None], release: str,
                     target: Target, progress: typing.Callable[[str], None]) -> DeployResult:
     """Send the files the release folder lacks (found: their sha256 there now), then read all back."""
     started = time.monotonic()
-    sent = tuple(name for name in files if found.get(name) != wanted[name])
+    sent = tuple(name for name in contents if found.get(name) != wanted[name])
     if sent:
         for name in sent:
-            progress(f"sending {name} ({len(files[name]):,} bytes)")
-        header = [{"name": name, "size": len(files[name]), "sha256": wanted[name]} for name in sent]
-        payload = json.dumps(header).encode() + b"\n" + b"".join(files[name] for name in sent)
+            progress(f"sending {name} ({len(contents[name]):,} bytes)")
+        header = [{"name": name, "size": len(contents[name]), "sha256": wanted[name]} for name in sent]
+        payload = json.dumps(header).encode() + b"\n" + b"".join(contents[name] for name in sent)
         call_agent(target, "receive", [release], payload)
-    found = call_agent(target, "verify", [release, *files])["sha256"]
-    wrong = [name for name in files if found.get(name) != wanted[name]]
+    found = call_agent(target, "verify", [release, *contents])["sha256"]
+    wrong = [name for name in contents if found.get(name) != wanted[name]]
     if wrong:
         raise DeployError(f"{target}: sha256 differs after copying {', '.join(wrong)}")
-    bytes_sent = sum(len(files[name]) for name in sent)
+    bytes_sent = sum(len(contents[name]) for name in sent)
     seconds = time.monotonic() - started
-    progress(f"{len(sent)} sent ({bytes_sent:,} bytes), {len(files) - len(sent)} unchanged, "
-             f"{len(files)} verified by sha256 in releases/{release}/ on {target} in {seconds:.1f} s")
-    unchanged = tuple(name for name in files if name not in sent)
-    return DeployResult(sent, unchanged, len(files), bytes_sent, seconds)
+    progress(f"{len(sent)} sent ({bytes_sent:,} bytes), {len(contents) - len(sent)} unchanged, "
+             f"{len(contents)} verified by sha256 in releases/{release}/ on {target} in {seconds:.1f} s")
+    unchanged = tuple(name for name in contents if name not in sent)
+    return DeployResult(sent, unchanged, len(contents), bytes_sent, seconds)
 
 
 @contextlib.contextmanager
@@ -154,15 +156,15 @@ def read_bundle(bundle_dir: pathlib.Path) -> dict[str, bytes]:
         required = [model_name, manifest["labels_file"], "classify.py"]
     except (ValueError, KeyError, TypeError) as error:
         raise DeployError(f"{manifest_path} is not a bundle manifest: {error}") from error
-    files = {name: (bundle_dir / name).read_bytes() for name in bundle_file_names(bundle_dir) if name != MANIFEST}
-    missing = [name for name in required if name not in files]
+    contents = {name: (bundle_dir / name).read_bytes() for name in bundle_file_names(bundle_dir) if name != MANIFEST}
+    missing = [name for name in required if name not in contents]
     if missing:
         raise DeployError(f"{bundle_dir} lacks {', '.join(missing)}: rebuild the bundle")
-    if sha256_bytes(files[model_name]) != model_sha256:
+    if files.sha256_bytes(contents[model_name]) != model_sha256:
         raise DeployError(f"{bundle_dir / model_name} does not match the sha256 in its manifest: "
                           "refusing to ship it (rebuild the bundle)")
     # The manifest goes last, so a target that holds the new manifest holds the new model.
-    return {**files, MANIFEST: manifest_path.read_bytes()}
+    return {**contents, MANIFEST: manifest_path.read_bytes()}
 
 
 def install_requirements(target: Target, release: str, progress: typing.Callable[[str], None]) -> None:
@@ -173,8 +175,6 @@ def install_requirements(target: Target, release: str, progress: typing.Callable
     progress(output.strip().splitlines()[-1] if output.strip() else "installed")
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager
@@ -225,7 +225,7 @@ def ssh_options(target: Target) -> list[str]:
 
 def call_agent(target: Target, action: str, arguments: list[str], payload: bytes = b"") -> dict:
     """Run one agent action on the target and return its JSON answer."""
-    source = pathlib.Path(deploy_agent.__file__).read_bytes()
+    source = deploy_agent.script()
     command = agent_command(target, action, arguments, len(source))
     try:
         completed = subprocess.run(command, input=source + payload, capture_output=True,
@@ -247,8 +247,8 @@ def call_agent(target: Target, action: str, arguments: list[str], payload: bytes
 def explain_failure(target: Target, status: int, stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else f"exit status {status}"
-    if status == deploy_agent.ERROR_EXIT and last.startswith(deploy_agent.ERROR_PREFIX):
-        message = last[len(deploy_agent.ERROR_PREFIX):]
+    if status == agent_common.ERROR_EXIT and last.startswith(agent_common.ERROR_PREFIX):
+        message = last[len(agent_common.ERROR_PREFIX):]
         return f"{target.host}: {message}" if target.host else message
     if status == 127 and target.host:
         return (f"no {target.python or 'python3'} on {target.host}: install it there "

@@ -1,9 +1,8 @@
-"""Artifacts on disk: atomic writes, the refused build kept aside, the device bundle (runs.py publishes)."""
+"""Artifacts on disk: the Keras model saved whole, the refused build kept aside, the device bundle
+(runs.py publishes; files.py writes each file whole)."""
 
 import base64
 import datetime
-import hashlib
-import json
 import os
 import pathlib
 import shutil
@@ -11,47 +10,12 @@ import shutil
 import numpy as np
 
 import edge_fashion
-from edge_fashion import device_files
+from edge_fashion import device_files, files
 from edge_fashion.pipeline import evaluate, runs
 
 INT8_NAME, REJECTED_NAME = "model_int8.tflite", "model_int8.rejected.tflite"
 SELF_TEST_TOLERANCE = 0.0625  # Dequantized probability; 16 steps of 1/256, above the 14 seen between runtimes.
 SELF_TEST_MARGIN = 0.3  # Top-1 minus top-2 probability: a tolerance-sized wobble cannot flip the class.
-
-
-def sha256_bytes(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    return sha256_bytes(pathlib.Path(path).read_bytes())
-
-
-def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename: readers see old or new, never half.
-
-    Raises ValueError naming `path` when the write fails (a full disk's OSError names no file)."""
-    path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise runs.write_error(path, error) from None
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: pathlib.Path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def save_keras_atomically(model, path: pathlib.Path) -> None:
@@ -63,7 +27,7 @@ def save_keras_atomically(model, path: pathlib.Path) -> None:
         model.save(temporary)
         os.replace(temporary, path)
     except OSError as error:
-        raise runs.write_error(path, error) from None
+        raise files.write_error(path, error) from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -115,7 +79,7 @@ def manifest(int8_content: bytes, io_specs: tuple[dict, dict], labels: list[str]
         "format_version": 1,
         "created_by": f"edge-fashion {edge_fashion.__version__}",
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"file": INT8_NAME, "sha256": sha256_bytes(int8_content), "size_bytes": len(int8_content)},
+        "model": {"file": INT8_NAME, "sha256": files.sha256_bytes(int8_content), "size_bytes": len(int8_content)},
         "labels_file": "labels.txt",
         "labels": list(labels),
         "input": {**input_spec, "layout": "28x28 grayscale, light garment on black, raw pixels 0-255"},
@@ -131,8 +95,8 @@ def manifest(int8_content: bytes, io_specs: tuple[dict, dict], labels: list[str]
 
 def write_device_bundle(folder: pathlib.Path, int8_content: bytes, labels: list[str], manifest_value: dict) -> None:
     """The folder a user copies to the board."""
-    atomic_write_bytes(folder / INT8_NAME, int8_content)
-    atomic_write_text(folder / "labels.txt", "\n".join(labels) + "\n")
-    atomic_write_json(folder / "manifest.json", manifest_value)
+    files.atomic_write_bytes(folder / INT8_NAME, int8_content)
+    files.atomic_write_text(folder / "labels.txt", "\n".join(labels) + "\n")
+    files.atomic_write_json(folder / "manifest.json", manifest_value)
     for name, path in device_files.bundle_files().items():
-        atomic_write_bytes(folder / name, path.read_bytes())
+        files.atomic_write_bytes(folder / name, path.read_bytes())

@@ -13,8 +13,6 @@ import numpy as np
 
 from fashion_board import numpy_engine, quantization
 
-from edge_fashion.pipeline import evaluate
-
 STEP_TOLERANCE = 1  # Output steps (1/256 of probability) a score may differ by.
 BATCH_SIZE = 1000  # Images per engine call: (1000, 784) float64 rows are 6 MB.
 

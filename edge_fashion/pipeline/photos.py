@@ -63,7 +63,6 @@ def class_folders(folder: pathlib.Path, warn: typing.Callable[[str], None]) -> l
     if not folder.is_dir():
         raise PhotosError(f"{folder}: no such folder (--photos wants a folder with one sub-folder per class)")
     found = []
-    extensions = sources.IMAGE_EXTENSIONS
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
@@ -71,7 +70,7 @@ def class_folders(folder: pathlib.Path, warn: typing.Callable[[str], None]) -> l
             found.append((FOLDER_LABELS[path.name.casefold()], path))
         elif path.is_dir():
             warn(f"{path}: not a class name, skipped (the folders are named {', '.join(folder_names())})")
-        elif path.suffix.lower() in extensions:
+        elif path.suffix.lower() in common.IMAGE_SUFFIXES:
             warn(f"{path}: not in a class folder, skipped")
     return found
 

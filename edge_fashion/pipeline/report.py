@@ -7,7 +7,8 @@ import platform
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edge_fashion.pipeline import bundle, evaluate, numpy_check, photo_report, quantization_report
+from edge_fashion import files
+from edge_fashion.pipeline import evaluate, numpy_check, photo_report, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
 CELL = 44  # Pixels per confusion-matrix cell.
@@ -118,5 +119,5 @@ def write(stage: pathlib.Path, report: dict, labels: list[str], test_images: np.
     save_png(draw_confusion(confusion, labels, "int8 model, test set"), stage / "confusion_int8.png")
     predictions = int8_probabilities.argmax(axis=1)
     save_png(draw_misclassified(test_images, test_labels, predictions, labels), stage / "misclassified_int8.png")
-    bundle.atomic_write_text(stage / "report.md", markdown(report, labels))
-    bundle.atomic_write_json(stage / "report.json", report)
+    files.atomic_write_text(stage / "report.md", markdown(report, labels))
+    files.atomic_write_json(stage / "report.json", report)

@@ -14,19 +14,17 @@ killed at any point leaves `latest` on the last good run, whole.
 import contextlib
 import dataclasses
 import datetime
-import errno
 import fcntl
 import json
 import os
 import pathlib
 import shutil
 
+from edge_fashion import files
+
 RUNS, LATEST, LOCK = "runs", "latest", ".lock"
 # Leftovers named after the pid that made them; removed once that process is gone.
 PID_PREFIXES = (".staging-", ".retired-", ".latest.tmp-")
-# What a build of the layout before runs left at the top of OUT; adopted as a run on the first build.
-OLD_LAYOUT_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite", "labels.txt", "report.json",
-                    "report.md", "confusion_int8.png", "misclassified_int8.png", "train.json", "device")
 SHORT_SHA = 8  # Hex digits of the int8 model's sha256 in a run's name.
 
 
@@ -47,12 +45,6 @@ class Run:
     int8_sha256: str | None
 
 
-def write_error(path: pathlib.Path, error: OSError) -> ValueError:
-    """An OSError said with the path it happened on (a full disk's errno names none)."""
-    reason = error.strerror or str(error)
-    return ValueError(f"cannot write {path}: {reason} [{errno.errorcode.get(error.errno, error.errno)}]")
-
-
 # The lock, and what dead builds left behind.
 
 
@@ -64,7 +56,7 @@ def lock(out_dir: pathlib.Path):
         out_dir.mkdir(parents=True, exist_ok=True)
         handle = open(out_dir / LOCK, "a+")
     except OSError as error:
-        raise write_error(out_dir / LOCK, error) from None
+        raise files.write_error(out_dir / LOCK, error) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,7 +68,6 @@ def lock(out_dir: pathlib.Path):
         handle.write(json.dumps({"pid": os.getpid(), "started_at": started}) + "\n")
         handle.flush()
         remove_dead_leftovers(out_dir)
-        adopt_old_layout(out_dir)
         try:
             yield
         finally:
@@ -140,7 +131,7 @@ def new_stage(out_dir: pathlib.Path) -> pathlib.Path:
     try:
         stage.mkdir(parents=True)
     except OSError as error:
-        raise write_error(stage, error) from None
+        raise files.write_error(stage, error) from None
     return stage
 
 
@@ -158,7 +149,7 @@ def copy_file(source: pathlib.Path, target: pathlib.Path) -> None:
     try:
         shutil.copyfile(source, target)
     except OSError as error:
-        raise write_error(target, error) from None
+        raise files.write_error(target, error) from None
 
 
 def swap_folder(stage: pathlib.Path, target: pathlib.Path) -> None:
@@ -169,7 +160,7 @@ def swap_folder(stage: pathlib.Path, target: pathlib.Path) -> None:
             os.replace(target, retired)
         os.replace(stage, target)
     except OSError as error:
-        raise write_error(target, error) from None
+        raise files.write_error(target, error) from None
     shutil.rmtree(retired, ignore_errors=True)  # Already out of sight; a kill here leaves it for the next build.
 
 
@@ -193,7 +184,7 @@ def publish(stage: pathlib.Path, out_dir: pathlib.Path, name: str) -> pathlib.Pa
         point_latest(out_dir, name)
         remove_dangling_links(out_dir)
     except OSError as error:
-        raise write_error(pathlib.Path(error.filename or run), error) from None
+        raise files.write_error(pathlib.Path(error.filename or run), error) from None
     return run
 
 
@@ -228,25 +219,6 @@ def remove_dangling_links(out_dir: pathlib.Path) -> None:
     for top in pathlib.Path(out_dir).iterdir():
         if top.is_symlink() and os.readlink(top).startswith(f"{LATEST}/") and not top.exists():
             top.unlink()
-
-
-def adopt_old_layout(out_dir: pathlib.Path) -> pathlib.Path | None:
-    """A build from before runs keeps its files at the top of OUT: make it the first run (hard links)."""
-    out_dir = pathlib.Path(out_dir)
-    report_path = out_dir / "report.json"
-    if (out_dir / LATEST).is_symlink() or report_path.is_symlink() or not report_path.is_file():
-        return None
-    report = read_report(out_dir)
-    sha = report.get("sha256", {}).get("model_int8.tflite") or "unknown"
-    when = datetime.datetime.fromisoformat(report.get("created_at") or "1970-01-01T00:00:00+00:00")
-    stage = new_stage(out_dir)
-    for name in OLD_LAYOUT_NAMES:
-        source = out_dir / name
-        if source.is_dir():
-            shutil.copytree(source, stage / name, copy_function=os.link)
-        elif source.is_file():
-            os.link(source, stage / name)
-    return publish(stage, out_dir, run_name(out_dir, sha, when.astimezone(datetime.timezone.utc)))
 
 
 # Reading, listing and pruning.

@@ -13,6 +13,7 @@ import numpy as np
 
 import edge_fashion
 from edge_fashion import config as config_module
+from edge_fashion import files
 from edge_fashion.converters import quantizers, tflite
 from edge_fashion.pipeline import (bundle, data, evaluate, numpy_check, photo_report, photos, quantization_report,
                                    report, runs, train)
@@ -65,8 +66,8 @@ def convert(config: config_module.BuildConfig, split: train.Split, keras_model, 
     progress(f"Converting to int8 TFLite ({config.quantizer}), calibrated on {len(calibration)} training images")
     int8_content = quantizers.to_int8(config.quantizer, keras_model, calibration, config.io_dtype, config.per_channel)
     tflite.check_all_integer(int8_content, config.io_dtype)
-    bundle.atomic_write_bytes(stage / "model_float.tflite", float_content)
-    bundle.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
+    files.atomic_write_bytes(stage / "model_float.tflite", float_content)
+    files.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
     return Converted(float_content, int8_content, calibration, sources, time.perf_counter() - started)
 
 
@@ -137,7 +138,7 @@ def make_report(config, dataset: data.Dataset, trained: train.TrainResult, conve
         "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": evaluate.gate_passed(drop, config.max_drop)},
         "int8_tensors": {"input": input_spec, "output": output_spec},
         "sizes": {name: (stage / name).stat().st_size for name in MODEL_NAMES},
-        "sha256": {name: bundle.sha256_file(stage / name) for name in MODEL_NAMES},
+        "sha256": {name: files.sha256_file(stage / name) for name in MODEL_NAMES},
         "numpy_engine": checked.numpy_engine,
         "calibration": converted.calibration_sources,
         "quantization_layers": checked.quantization_layers,
@@ -219,7 +220,7 @@ def train_only(config: config_module.BuildConfig, progress) -> train.TrainResult
         trained = run_training(config, split, progress)
         with runs.staging(config.out_dir) as stage:
             bundle.save_keras_atomically(trained.model, stage / "model.keras")
-            bundle.atomic_write_json(stage / "train.json", {**trained.record(), "config": config_module.to_json(config)})
+            files.atomic_write_json(stage / "train.json", {**trained.record(), "config": config_module.to_json(config)})
             runs.swap_folder(stage, config.out_dir / TRAINED)
     return trained
 
@@ -305,7 +306,7 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, split: trai
     aside and raise GateError if int8 is refused."""
     converted = convert(config, split, trained.model, stage, progress)
     checked = check(config, dataset, trained.model, converted, stage, progress, photo_split)
-    bundle.atomic_write_text(stage / "labels.txt", "\n".join(data.LABELS) + "\n")
+    files.atomic_write_text(stage / "labels.txt", "\n".join(data.LABELS) + "\n")
     result = make_report(config, dataset, trained, converted, checked, stage)
     report.write(stage, result, list(data.LABELS), dataset.test_images, dataset.test_labels,
                  checked.verdict.int8_probabilities)
@@ -319,7 +320,7 @@ def finish(config: config_module.BuildConfig, dataset: data.Dataset, split: trai
     write_bundle(stage, dataset, converted, checked, result)
     result = {**result, "timings": {**result["timings"], "total_seconds": time.perf_counter() - started},
               "run": runs.run_name(config.out_dir, result["sha256"]["model_int8.tflite"])}
-    bundle.atomic_write_json(stage / "report.json", result)
+    files.atomic_write_json(stage / "report.json", result)
     runs.publish(stage, config.out_dir, result["run"])
     return result
 
@@ -337,6 +338,6 @@ def evaluate_photos(config: config_module.BuildConfig, float_content: bytes, int
     result = json.loads((out_dir / "report.json").read_text())
     result.setdefault("photos", {})["evaluated"] = section
     report.save_png(sheet, out_dir / section["contact_sheet"])
-    bundle.atomic_write_text(out_dir / "report.md", report.markdown(result, list(data.LABELS)))
-    bundle.atomic_write_json(out_dir / "report.json", result)
+    files.atomic_write_text(out_dir / "report.md", report.markdown(result, list(data.LABELS)))
+    files.atomic_write_json(out_dir / "report.json", result)
     return section
