@@ -139,12 +139,12 @@ def synthetic_frame(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(gray[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8))
 
 
-def synthetic_set(dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clean test images, their synthetic camera frames through the board's preprocessing, labels):
-    SYNTHETIC_PER_CLASS test images of each class, seeded; the frames made once and cached."""
-    chosen = data.stratified_indices(dataset.test_labels, SYNTHETIC_PER_CLASS * 10, 5)
-    images, labels = dataset.test_images[chosen], dataset.test_labels[chosen].astype(np.int64)
-    cache = CACHE / f"synthetic-{board_fingerprint()}.npz"
+def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clean images, their synthetic camera frames through the board's preprocessing, labels):
+    SYNTHETIC_PER_CLASS of each class, seeded; the frames made once and cached under `name`."""
+    chosen = data.stratified_indices(labels, SYNTHETIC_PER_CLASS * 10, 5)
+    images, labels = images[chosen], labels[chosen].astype(np.int64)
+    cache = CACHE / f"synthetic-{name}-{board_fingerprint()}.npz"
     if cache.is_file():
         return images, np.load(cache)["frames"], labels
     rng = np.random.default_rng(5)
@@ -162,11 +162,14 @@ def synthetic_set(dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray, np.nda
     return images, frames, labels
 
 
-def synthetic_figures(content: bytes, dataset: data.Dataset) -> dict:
-    """A model (TFLite) on the synthetic camera frames against the same test images clean; bags alone."""
-    images, frames, labels = synthetic_set(dataset)
-    clean = evaluate.run_tflite(content, images).argmax(axis=1) == labels
-    camera = evaluate.run_tflite(content, frames).argmax(axis=1) == labels
+def synthetic_figures(model, images: np.ndarray, labels: np.ndarray, name: str) -> dict:
+    """A model (TFLite bytes, or Keras) on synthetic camera frames of `images` against the same images
+    clean; bags alone. Folds use validation images (`name` says which), finals the test set's."""
+    images, frames, labels = synthetic_set(images, labels, name)
+    run = (lambda pixels: evaluate.run_tflite(model, pixels)) if isinstance(model, bytes) else (
+        lambda pixels: evaluate.run_keras(model, pixels))
+    clean = run(images).argmax(axis=1) == labels
+    camera = run(frames).argmax(axis=1) == labels
     bags = labels == data.LABELS.index("Bag")
     return {"synthetic_clean": float(clean.mean()), "synthetic_camera": float(camera.mean()),
             "synthetic_bag_clean": float(clean[bags].mean()), "synthetic_bag_camera": float(camera[bags].mean())}
@@ -245,6 +248,8 @@ def fold_one(name: str, seed: int, preset: str, overrides: dict, dataset, origin
               "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds,
               "images_per_second": result.images_per_second}
     record.update(photo_figures(evaluate.run_keras(result.model, measured.frames), measured, "held_fold"))
+    record.update(synthetic_figures(result.model, split.validation_images, split.validation_labels,
+                                    f"validation-{seed}"))
     return record
 
 
@@ -276,7 +281,7 @@ def final_one(name: str, seed: int, preset: str, overrides: dict, dataset, repor
               "numpy_engine_agrees": result["numpy_engine"]["agrees"]}
     record.update(photo_figures(evaluate.run_tflite(int8_content, reporting.frames), reporting, "reporting_int8"))
     record.update(photo_figures(evaluate.run_tflite(float_content, reporting.frames), reporting, "reporting_float"))
-    record.update(synthetic_figures(int8_content, dataset))
+    record.update(synthetic_figures(int8_content, dataset.test_images, dataset.test_labels, "test"))
     return record
 
 

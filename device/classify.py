@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where labelled frames go, in DIR/<label>/ (default: captures)")
     serving.add_argument("--stale_after", "--stale-after", type=float, default=10.0, metavar="SECONDS",
                          help="/healthz answers 503 when no frame came for this long (default 10)")
-    parser.add_argument("--verbose", action="store_true", help="runtime, startup and per-stage times on stderr")
+    parser.add_argument("--verbose", action="store_true", help="runtime, startup and per-stage times on stderr, and the interpreter's own start-up lines")
     parser.add_argument("--probe_model", "--probe-model", type=pathlib.Path, help=argparse.SUPPRESS)
     return parser
 

@@ -1,7 +1,6 @@
 """The `edge-fashion` command: a thin click layer that chains the pipeline's stages."""
 
 import functools
-import os
 import pathlib
 import sys
 
@@ -9,13 +8,12 @@ import click
 
 import edge_fashion
 from edge_fashion import config as config_module
+from edge_fashion import quiet
 from edge_fashion.deploy import fleet as fleet_module
 from edge_fashion.deploy import transport as transport_module
 
-# TensorFlow's C++ start-up chatter hides the progress a user wants to see.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 GATE_EXIT_CODE = 3  # The int8 model was refused by the accuracy gate.
+DEFAULTS = config_module.BuildConfig()
 
 
 class GateRefused(click.ClickException):
@@ -26,68 +24,91 @@ def progress(message: str) -> None:
     click.secho(message, err=True, fg="cyan")
 
 
-def build_options(function):
-    """Options that fill BuildConfig; left out, they keep the preset's (or the dataclass') default."""
-    defaults = config_module.BuildConfig()
-    options = [
-        click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
-                     help=f"Folder for every artifact [default: {defaults.out_dir}]."),
-        click.option("--data-dir", type=click.Path(path_type=pathlib.Path),
-                     help="Folder with the four Fashion-MNIST IDX .gz files [default: search "
-                          "$EDGE_FASHION_DATA, ~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist]."),
-        click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
-                     show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; "
-                          "'fashion-mnist' trains on Fashion-MNIST alone, without the stock photos; 'plain' as well, "
-                          "and without camera augmentation (Fashion-MNIST's images as they are)."),
-        click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {defaults.seed}]."),
-        click.option("--epochs", type=click.IntRange(1), help=f"[default: {defaults.epochs}]"),
-        click.option("--batch-size", type=click.IntRange(1), help=f"[default: {defaults.batch_size}]"),
-        click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
-                     help=f"Peak of the cosine schedule [default: {defaults.learning_rate}]."),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help=f"[default: {defaults.dropout}]"),
-        click.option("--train-limit", type=click.IntRange(10),
-                     help="Train on a stratified subset of this many images [default: all 55,000]."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]),
-                     help="Where to train [default: auto, a GPU when TensorFlow sees one]."),
-        click.option("--representative-samples", type=click.IntRange(1),
-                     help=f"int8 calibration images from the training split [default: {defaults.representative_samples}]."),
-        click.option("--quantizer", type=click.Choice(["converter", "ai-edge"]),
-                     help=f"int8 quantizer: TFLiteConverter or ai-edge-quantizer (needs --io-dtype int8) "
-                          f"[default: {defaults.quantizer}]."),
-        click.option("--per-channel/--per-tensor", default=None,
-                     help="One weight scale per Dense output unit, or one per layer [default: per-channel]."),
-        click.option("--io-dtype", type=click.Choice(["uint8", "int8"]),
-                     help=f"The int8 model's input and output type [default: {defaults.io_dtype}]."),
-        click.option("--max-drop", type=float,
-                     help=f"Refuse int8 more than this many points below float [default: {defaults.max_drop}]."),
-        click.option("--photos", type=click.Path(path_type=pathlib.Path, file_okay=False, exists=True), multiple=True,
-                     help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle boot/, ...); "
-                          "repeatable. build/train: trained on beside the stock photos, part held out and "
-                          "reported; evaluate: every photo."),
-        click.option("--photo-share", type=click.FloatRange(0, 1, max_open=True),
-                     help="Share of each training batch that photos fill, the stock set's and yours "
-                          f"[default: {defaults.photo_share}]."),
-        click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
-                     help=f"Share of each class's photos held out of training to report on "
-                          f"[default: {defaults.photo_held_out}]."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+def with_options(*options):
+    """Add `options` to a command, in this order."""
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
 
 
-def ssh_options(function):
-    """How to reach a board over ssh, for deploy and pull: they fill deploy's Target."""
-    options = [
-        click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22]."),
-        click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-                     help="The private key to log in with (ssh -i)."),
-        click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
-                     help="An ssh_config file to read instead of ~/.ssh/config (ssh -F)."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+# The options that fill BuildConfig; left out, they keep the preset's (or the dataclass') default.
+# Each command takes only those it uses.
+OUT = click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
+                   help=f"Folder for every artifact [default: {DEFAULTS.out_dir}].")
+DATA_DIR = click.option("--data-dir", type=click.Path(path_type=pathlib.Path),
+                        help="Folder with the four Fashion-MNIST IDX .gz files [default: search $EDGE_FASHION_DATA, "
+                             "~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist].")
+PRESET = click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
+                      show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; "
+                                              "'fashion-mnist' trains on Fashion-MNIST alone, without the stock photos; "
+                                              "'plain' as well, and without camera augmentation (Fashion-MNIST's "
+                                              "images as they are).")
+SEED = click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {DEFAULTS.seed}].")
+EPOCHS = click.option("--epochs", type=click.IntRange(1), help=f"[default: {DEFAULTS.epochs}]")
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(1), help=f"[default: {DEFAULTS.batch_size}]")
+LEARNING_RATE = click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
+                             help=f"Peak of the cosine schedule [default: {DEFAULTS.learning_rate}].")
+DROPOUT = click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help=f"[default: {DEFAULTS.dropout}]")
+TRAIN_LIMIT = click.option("--train-limit", type=click.IntRange(10),
+                           help="Train on a stratified subset of this many images [default: all 55,000].")
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]),
+                      help="Where to train [default: auto, a GPU when TensorFlow sees one].")
+REPRESENTATIVE_SAMPLES = click.option(
+    "--representative-samples", type=click.IntRange(1),
+    help=f"int8 calibration images from the training split [default: {DEFAULTS.representative_samples}].")
+QUANTIZER = click.option("--quantizer", type=click.Choice(["converter", "ai-edge"]),
+                         help=f"int8 quantizer: TFLiteConverter or ai-edge-quantizer (needs --io-dtype int8) "
+                              f"[default: {DEFAULTS.quantizer}].")
+PER_CHANNEL = click.option("--per-channel/--per-tensor", default=None,
+                           help="One weight scale per Dense output unit, or one per layer [default: per-channel].")
+IO_DTYPE = click.option("--io-dtype", type=click.Choice(["uint8", "int8"]),
+                        help=f"The int8 model's input and output type [default: {DEFAULTS.io_dtype}].")
+MAX_DROP = click.option("--max-drop", type=float,
+                        help=f"Refuse int8 more than this many points below float [default: {DEFAULTS.max_drop}].")
+PHOTOS_FOLDER = click.Path(path_type=pathlib.Path, file_okay=False, exists=True)
+PHOTOS = click.option("--photos", type=PHOTOS_FOLDER, multiple=True,
+                      help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle boot/, ...); "
+                           "repeatable. Trained on beside the stock photos; part held out and reported.")
+PHOTO_SHARE = click.option("--photo-share", type=click.FloatRange(0, 1, max_open=True),
+                           help=f"Share of each training batch that photos fill, the stock set's and yours "
+                                f"[default: {DEFAULTS.photo_share}].")
+PHOTO_HELD_OUT = click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
+                              help=f"Share of each class's photos held out of training to report on "
+                                   f"[default: {DEFAULTS.photo_held_out}].")
+VERBOSE = click.option("--verbose", "-v", is_flag=True,
+                       help="Also show TensorFlow's own logs (start-up, converter, warnings), hidden otherwise.")
+
+TRAINING = (PRESET, SEED, EPOCHS, BATCH_SIZE, LEARNING_RATE, DROPOUT, TRAIN_LIMIT, DEVICE)
+CONVERTING = (REPRESENTATIVE_SAMPLES, QUANTIZER, PER_CHANNEL, IO_DTYPE, MAX_DROP)
+WITH_PHOTOS = (PHOTOS, PHOTO_SHARE, PHOTO_HELD_OUT)
+# convert re-quantizes a trained model: its calibration images and held-out photos are drawn from
+# what that model trained on, so it takes the seed and train limit that training was given.
+CONVERT_SEED = click.option("--seed", type=int, help=f"The seed the model was trained with: calibration images "
+                                                     f"and held-out photos are drawn as then [default: {DEFAULTS.seed}].")
+CONVERT_TRAIN_LIMIT = click.option("--train-limit", type=click.IntRange(10),
+                                   help="The --train-limit the model was trained with, if any: calibration images "
+                                        "are drawn from that subset.")
+CONVERT_PRESET = click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
+                              show_default=True, help="The --preset the model was trained with: whether the stock "
+                                                      "photos join the calibration images.")
+CONVERT_PHOTOS = click.option("--photos", type=PHOTOS_FOLDER, multiple=True,
+                              help="The --photos the model was trained with: the training ones join the calibration "
+                                   "images, the held-out ones are reported.")
+EVALUATE_PHOTOS = click.option("--photos", type=PHOTOS_FOLDER, multiple=True,
+                               help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle "
+                                    "boot/, ...); repeatable. Both models classify every photo there.")
+
+
+# How to reach a board over ssh, for deploy and pull: they fill deploy's Target.
+SSH_OPTIONS = (
+    click.option("--port", "-p", type=click.IntRange(1, 65535), help="SSH port [default: ~/.ssh/config's, else 22]."),
+    click.option("--identity", "-i", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+                 help="The private key to log in with (ssh -i)."),
+    click.option("--ssh-config", "-F", type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
+                 help="An ssh_config file to read instead of ~/.ssh/config (ssh -F)."),
+)
 
 
 def make_config(**options) -> config_module.BuildConfig:
@@ -98,12 +119,12 @@ def make_config(**options) -> config_module.BuildConfig:
         raise click.UsageError(str(error)) from None
 
 
-def checked_config(options: dict, bundle: bool = True) -> config_module.BuildConfig:
-    """The config, once its inputs are checked: a missing one fails in a second, before TensorFlow loads."""
-    from edge_fashion.pipeline import inputs
-
+def checked_config(options: dict, check) -> config_module.BuildConfig:
+    """The config, once `check(config)` found its inputs good: a missing one fails in a second,
+    before TensorFlow loads, whose start-up lines are hidden unless --verbose."""
+    quiet.configure(options.pop("verbose"))
     config = make_config(**options)
-    inputs.check(config, bundle=bundle)
+    check(config)
     return config
 
 
@@ -137,7 +158,7 @@ def cli():
 
 
 @cli.command()
-@build_options
+@with_options(OUT, DATA_DIR, *TRAINING, *CONVERTING, *WITH_PHOTOS, VERBOSE)
 @user_errors
 def build(**options):
     """Train the MLP, convert it to float and int8 TFLite, verify int8 against float, write the bundle.
@@ -157,14 +178,17 @@ def build(**options):
         edge-fashion build --photos my-photos/        # your photos train beside the stock set
         edge-fashion deploy pi@raspberrypi.local:fashion --install
     """
-    config = checked_config(options)
-    from edge_fashion.pipeline import stages  # TensorFlow loads here, once the inputs are known good.
+    from edge_fashion.pipeline import inputs
+
+    config = checked_config(options, inputs.check)
+    with quiet.hidden_output():  # TensorFlow loads here, once the inputs are known good.
+        from edge_fashion.pipeline import stages
 
     click.echo(stages.summary(stages.build(config, progress), config.out_dir))
 
 
 @cli.command("train")
-@build_options
+@with_options(OUT, DATA_DIR, *TRAINING, *WITH_PHOTOS, VERBOSE)
 @user_errors
 def train_command(**options):
     """Train only: write OUT/trained/model.keras and train.json (history, best epoch, device).
@@ -176,8 +200,11 @@ def train_command(**options):
         edge-fashion train --epochs 40 --out artifacts
         edge-fashion convert --out artifacts
     """
-    config = checked_config(options, bundle=False)
-    from edge_fashion.pipeline import stages
+    from edge_fashion.pipeline import inputs
+
+    config = checked_config(options, inputs.check_train)
+    with quiet.hidden_output():
+        from edge_fashion.pipeline import stages
 
     trained = stages.train_only(config, progress)
     click.echo(f"Best validation accuracy {100 * trained.best_validation_accuracy:.2f}% at epoch "
@@ -185,7 +212,8 @@ def train_command(**options):
 
 
 @cli.command()
-@build_options
+@with_options(OUT, DATA_DIR, CONVERT_PRESET, CONVERT_SEED, CONVERT_TRAIN_LIMIT, *CONVERTING, CONVERT_PHOTOS,
+              PHOTO_SHARE, PHOTO_HELD_OUT, VERBOSE)
 @user_errors
 def convert(**options):
     """Re-quantize a model without retraining, verify it, and publish it as a new run if it passes.
@@ -196,14 +224,17 @@ def convert(**options):
     Example:
         edge-fashion convert --out artifacts --representative-samples 1000
     """
-    config = checked_config(options)
-    from edge_fashion.pipeline import stages
+    from edge_fashion.pipeline import inputs
+
+    config = checked_config(options, inputs.check_convert)
+    with quiet.hidden_output():
+        from edge_fashion.pipeline import stages
 
     click.echo(stages.summary(stages.reconvert(config, progress), config.out_dir))
 
 
 @cli.command()
-@build_options
+@with_options(OUT, DATA_DIR, MAX_DROP, EVALUATE_PHOTOS, VERBOSE)
 @user_errors
 def evaluate(**options):
     """Re-verify the latest run's models (or those of the run given as --out) over the test set; exit 3 if
@@ -217,10 +248,13 @@ def evaluate(**options):
         edge-fashion evaluate --out artifacts --max-drop 0.3
         edge-fashion evaluate --out artifacts --photos my-photos/
     """
-    from edge_fashion.pipeline import evaluate as evaluate_module
-    from edge_fashion.pipeline import stages
+    from edge_fashion.pipeline import inputs
 
-    config = make_config(**options)
+    config = checked_config(options, inputs.check_evaluate)
+    with quiet.hidden_output():
+        from edge_fashion.pipeline import evaluate as evaluate_module
+        from edge_fashion.pipeline import stages
+
     dataset = stages.load_data(config, progress)
     keras_model, float_content, int8_content = stages.read_models(config.out_dir)
     progress("Verifying the Keras, float and int8 models on the test set")
@@ -244,7 +278,7 @@ def evaluate(**options):
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=pathlib.Path, file_okay=False),
               default=config_module.BuildConfig().out_dir / "device", show_default=True,
               help="The bundle to copy: a build's device/ folder, a run (OUT/runs/NAME), OUT/latest or OUT.")
-@ssh_options
+@with_options(*SSH_OPTIONS)
 @click.option("--python", help="The target's Python [default: python3; the self-test prefers DIR/.venv].")
 @click.option("--install", is_flag=True,
               help="Make DIR/.venv on the board (--system-site-packages) and pip install requirements.txt.")
@@ -286,6 +320,7 @@ def deploy_command(target, bundle_dir, install, rollback, list_releases, keep, f
     from edge_fashion.deploy import releases
     from edge_fashion.deploy import service as service_module
 
+    refuse_unused_deploy_options(click.get_current_context())
     bundle_dir = runs.bundle_folder(bundle_dir)
     if fleet is not None:
         return deploy_fleet(bundle_dir, fleet, batch, max_fail, keep)
@@ -298,10 +333,37 @@ def deploy_command(target, bundle_dir, install, rollback, list_releases, keep, f
                 releases.rollback(call, keep, destination.python, str(destination), click.echo)
             click.echo("\n".join(releases.describe(releases.releases(call))))
         return
+    if service:
+        service_module.check_target(destination)
     transport_module.deploy(bundle_dir, destination, install=install, keep=keep, progress=click.echo)
     if service:
         service_module.install(destination, service_port, click.echo)
         service_module.check_health(destination, service_port, click.echo)
+
+
+def given(context: click.Context, *names: str) -> list[str]:
+    """How the user wrote those of the named parameters that the command line gave."""
+    sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    return [param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            for param in context.command.params
+            if param.name in names and context.get_parameter_source(param.name) in sources]
+
+
+def refuse_unused_deploy_options(context: click.Context) -> None:
+    """A usage error for options this kind of deploy would ignore (a fleet, listing, rolling back)."""
+    params = context.params
+    if params["fleet"] is not None:
+        unused = given(context, "target", "install", "rollback", "list_releases", "service", "service_port",
+                       "port", "identity", "ssh_config", "python")
+        reason = "--fleet reads the boards and how to reach them from the inventory"
+    elif params["list_releases"] or params["rollback"]:
+        unused = given(context, "bundle_dir", "install", "service", "service_port", "batch", "max_fail")
+        reason = "--list and --rollback only read or switch the board's releases"
+    else:
+        unused = given(context, "batch", "max_fail") + ([] if params["service"] else given(context, "service_port"))
+        reason = "--batch and --max-fail go with --fleet, --service-port with --service"
+    if unused:
+        raise click.UsageError(f"{', '.join(unused)}: not used here ({reason})")
 
 
 def deploy_fleet(bundle_dir, inventory, batch, max_fail, keep):
@@ -339,7 +401,7 @@ def runs_command(out_dir, keep):
 @cli.command("pull")
 @click.argument("target")
 @click.argument("folder", type=click.Path(path_type=pathlib.Path, file_okay=False))
-@ssh_options
+@with_options(*SSH_OPTIONS)
 @click.option("--python", help="The target's Python [default: python3].")
 @user_errors
 def pull_command(target, folder, **options):

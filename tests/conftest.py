@@ -14,6 +14,8 @@ SYSTEM_DATA = pathlib.Path("/usr/share/datasets/fashion-mnist")
 # that the many builds of the suite do not each read the stock photos (tests/test_build.py has a build
 # with them).
 TINY_BUILD_ARGS = ["--preset", "fashion-mnist", "--epochs", "2", "--train-limit", "3000", "--seed", "7"]
+# What `convert` takes of those: its calibration images come from the images the model trained on.
+TINY_CONVERT_ARGS = ["--train-limit", "3000", "--seed", "7"]
 
 
 @pytest.fixture(autouse=True)

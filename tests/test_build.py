@@ -7,7 +7,7 @@ import shutil
 import keras
 import pytest
 
-from conftest import REPO, TINY_BUILD_ARGS, run_cli
+from conftest import REPO, TINY_CONVERT_ARGS, run_cli
 from edge_fashion.converters import tflite
 from edge_fashion import device_files
 from edge_fashion.pipeline import data, model
@@ -81,7 +81,7 @@ def test_gate_refuses_and_keeps_the_good_build(tiny_build, tmp_path, data_dir):
     before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*")
               if path.is_file() and path.name != ".lock"}
     # A negative allowance demands int8 beat float by 50 points: no model can, so the gate must refuse.
-    result = run_cli("convert", *TINY_BUILD_ARGS, "--data-dir", str(data_dir), "--out", str(out),
+    result = run_cli("convert", *TINY_CONVERT_ARGS, "--data-dir", str(data_dir), "--out", str(out),
                      "--max-drop", "-50", expect_exit=3)
     assert "points below float" in result.output and "refused model kept at" in result.output
     after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*")

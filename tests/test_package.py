@@ -11,6 +11,7 @@ import sysconfig
 import zipfile
 
 import click
+import matplotlib
 import pytest
 
 from conftest import REPO
@@ -20,8 +21,8 @@ from edge_fashion import device_files
 # venv's site-packages through a .pth line, which appends them after the fresh venv's own
 # site-packages (so the wheel wins) and runs none of this venv's .pth files (so not its editable
 # install of the checkout).
-# The folder the dependencies are installed in (this venv's site-packages, or one it borrows from).
-SHARED_SITE = str(pathlib.Path(click.__file__).resolve().parents[1])
+# The folders the dependencies are installed in (this venv's site-packages, or those it borrows from).
+SHARED_SITES = sorted({str(pathlib.Path(module.__file__).resolve().parents[1]) for module in (click, matplotlib)})
 SOURCES = ("edge_fashion", "device")
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 SHORT_BUILD = ["build", "--preset", "fast", "--epochs", "1", "--train-limit", "500", "--seed", "3"]
@@ -60,9 +61,9 @@ def built(tmp_path_factory) -> dict:
 
 
 def fresh_venv(folder: pathlib.Path) -> pathlib.Path:
-    """A venv without pip whose site-packages borrows this venv's (see SHARED_SITE)."""
+    """A venv without pip whose site-packages borrows this venv's (see SHARED_SITES)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
-    (installed_site(folder) / "shared_dependencies.pth").write_text(SHARED_SITE + "\n")
+    (installed_site(folder) / "shared_dependencies.pth").write_text("".join(site + "\n" for site in SHARED_SITES))
     return folder
 
 

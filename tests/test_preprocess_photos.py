@@ -1,5 +1,6 @@
-"""The board's colour cut on real phone photos (tests/preprocess_photos/, from ../shared/photos, CC0) and the
-segmentation's doubt in classify.py's JSON."""
+"""The board's preprocessing on real phone photos (tests/preprocess_photos/ and tests/photos/, CC0): the colour
+cut, the segmentation's doubt in classify.py's JSON, and the canonical orientation (a photo and its mirror
+image make one frame)."""
 
 import json
 import subprocess
@@ -10,8 +11,10 @@ from PIL import Image
 
 from conftest import REPO
 from fashion_board import preprocess as board_preprocess
+from fashion_board import segment
 
 PHOTOS = REPO / "tests" / "preprocess_photos"
+EVERY_PHOTO = sorted([*PHOTOS.glob("*.jpg"), *(REPO / "tests" / "photos").rglob("*.jpg")])
 # Garments that differ from their background more in colour than in brightness: grey pullover on a
 # pink bed, grey shirt on pink, grey-blue trousers on a beige floor. Grey alone loses most of them.
 CLEAR = ["pullover-ceaa1a39.jpg", "shirt-41aa66b1.jpg", "trouser-445ec205.jpg"]
@@ -31,7 +34,8 @@ def preprocess():
 
 
 def frame_of(preprocess, name: str) -> tuple[np.ndarray, bool]:
-    return preprocess.preprocess_with_doubt(preprocess.decode(PHOTOS / name, use_draft=True), None)
+    frame = preprocess.make_frame(preprocess.decode(PHOTOS / name, use_draft=True), None)
+    return frame.pixels, frame.unsure
 
 
 def lit_extent(frame: np.ndarray) -> tuple[float, int]:
@@ -67,15 +71,15 @@ def test_otsu_level_splits_two_levels_and_ignores_their_proportions(preprocess):
     rng = np.random.default_rng(0)
     for garment_share in (0.1, 0.5, 0.9):
         signal = np.where(rng.random((112, 112)) < garment_share, 180.0, 30.0) + rng.normal(0, 5, (112, 112))
-        assert 40 < preprocess.otsu_level(signal.astype(np.float32)) < 170
-    assert preprocess.otsu_level(np.zeros((8, 8), np.float32)) == 0.0  # Uniform: no split, no error.
+        assert 40 < segment.otsu_level(signal.astype(np.float32)) < 170
+    assert segment.otsu_level(np.zeros((8, 8), np.float32)) == 0.0  # Uniform: no split, no error.
 
 
 def test_grey_and_data_set_images_are_never_doubted(preprocess):
     grey = Image.open(PHOTOS / CLEAR[0]).convert("L")
-    assert preprocess.preprocess_with_doubt(grey, None)[1] is False
+    assert preprocess.make_frame(grey, None).unsure is False
     small = Image.fromarray(np.asarray(grey.resize((28, 28))))
-    assert preprocess.preprocess_with_doubt(small.convert("RGB"), None)[1] is False
+    assert preprocess.make_frame(small.convert("RGB"), None).unsure is False
 
 
 def test_classify_json_says_unsure_for_a_doubtful_cut(device_python, tiny_build, tmp_path):
@@ -86,3 +90,30 @@ def test_classify_json_says_unsure_for_a_doubtful_cut(device_python, tiny_build,
     unsure = {line["path"].rsplit("/", 1)[-1]: line["unsure"] for line in lines if "path" in line}
     # The garments that fill the border touch three sides: kept whole, and still doubted.
     assert unsure == {**{name: False for name in CLEAR}, **{name: True for name in DOUBTED + BORDER_IS_GARMENT}}
+
+
+@pytest.mark.parametrize("path", EVERY_PHOTO, ids=lambda path: path.name)
+def test_a_photo_and_its_mirror_image_make_the_same_frame(preprocess, path):
+    image = preprocess.decode(path, use_draft=True)
+    frame = preprocess.make_frame(image, None)
+    mirrored = preprocess.make_frame(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), None)
+    assert mirrored.pixels.tobytes() == frame.pixels.tobytes()
+    assert mirrored.unsure == frame.unsure
+    assert np.array_equal(preprocess.canonical_orientation(frame.pixels), frame.pixels)  # Already turned.
+
+
+def test_canonical_orientation_turns_by_the_mass_moment_and_settles_ties_by_the_bytes(preprocess):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    turned = preprocess.canonical_orientation(frames)
+    assert np.array_equal(preprocess.canonical_orientation(frames[:, :, ::-1]), turned)
+    assert np.array_equal(preprocess.canonical_orientation(turned), turned)
+    assert [preprocess.canonical_orientation(frame).tolist() for frame in frames] == turned.tolist()
+    heel_right = np.zeros((28, 28), np.uint8)
+    heel_right[20:24, 2:26], heel_right[10:20, 18:26] = 200, 200  # A boot's sole and shaft, toe left.
+    assert np.array_equal(preprocess.canonical_orientation(heel_right), heel_right)
+    assert np.array_equal(preprocess.canonical_orientation(heel_right[:, ::-1]), heel_right)
+    tie = np.zeros((28, 28), np.uint8)
+    tie[5, 3], tie[6, 24] = 9, 9  # Equal masses at mirrored columns: a score of 0, and not symmetric.
+    assert tie.tobytes() != tie[:, ::-1].tobytes()
+    assert preprocess.canonical_orientation(tie).tobytes() == preprocess.canonical_orientation(tie[:, ::-1]).tobytes()

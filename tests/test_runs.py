@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, TINY_BUILD_ARGS, run_cli
+from conftest import REPO, TINY_BUILD_ARGS, TINY_CONVERT_ARGS, run_cli
 from edge_fashion import files
 from edge_fashion.pipeline import bundle, runs, stages
 
@@ -162,7 +162,7 @@ def test_a_killed_build_leaves_the_last_good_run_whole(tiny_build, tmp_path, dat
         # Killed while bundling or publishing: `latest` is the old run or the new one, whole either way.
         assert run.name in run_names(out)
     # The next build finds the dead build's staging folder, removes it, and publishes.
-    run_cli("convert", *TINY_BUILD_ARGS, "--data-dir", str(data_dir), "--out", str(out))
+    run_cli("convert", *TINY_CONVERT_ARGS, "--data-dir", str(data_dir), "--out", str(out))
     assert not list((out / runs.RUNS).glob(".*")) and not list(out.glob(".latest.tmp-*"))
     assert os.readlink(out / runs.LATEST) != before
     assert_latest_is_whole(out)
@@ -173,7 +173,7 @@ def test_train_then_convert_publishes_the_trained_model_as_a_run(tiny_build, tmp
     run_cli("train", "--epochs", "1", "--train-limit", "1000", "--seed", "12", "--data-dir", str(data_dir),
             "--out", str(out))
     trained = sha256(out / stages.TRAINED / "model.keras")
-    run_cli("convert", *TINY_BUILD_ARGS, "--data-dir", str(data_dir), "--out", str(out))
+    run_cli("convert", *TINY_CONVERT_ARGS, "--data-dir", str(data_dir), "--out", str(out))
     run = assert_latest_is_whole(out)
     assert sha256(run / "model.keras") == trained and not (out / stages.TRAINED).exists()
     assert len(run_names(out)) == 2

@@ -1,6 +1,6 @@
 """`edge-fashion deploy --service`: the systemd unit passes `systemd-analyze verify`, its command runs the
 bundle (flat, or DIR/current of a releases layout) and serves /healthz, and a machine without systemd
-gets a one-line error."""
+gets a one-line error before anything is copied."""
 
 import json
 import os
@@ -15,6 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+import sshd
 from conftest import run_cli
 from edge_fashion.pipeline import data
 from edge_fashion.deploy import service
@@ -111,10 +112,33 @@ def wait_for_health(request) -> dict:
     raise AssertionError(f"no frame in 30 s: {health}")
 
 
-@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="this machine runs systemd: it would install the unit")
-def test_service_without_systemd_is_a_one_line_error(tiny_build, tmp_path):
+def test_service_to_a_folder_is_refused_before_anything_is_copied(tiny_build, tmp_path):
     result = run_cli("deploy", str(tmp_path / "board"), "--bundle", str(tiny_build / "device"), "--service",
                      expect_exit=1)
-    assert result.output.strip().splitlines()[-1] == \
-        "Error: systemd is not running on this machine: --service needs a board booted with systemd"
-    assert (tmp_path / "board" / "current" / "classify.py").is_file()  # The bundle itself was deployed.
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: --service runs the service on a board over ssh, and {tmp_path / 'board'} is a folder")
+    assert not (tmp_path / "board").exists()
+
+
+def deploy_service_over_ssh(ssh_server, tiny_build, device_python, board: pathlib.Path):
+    return run_cli("deploy", f"{sshd.HOST_ALIAS}:{board}", "--ssh-config", str(ssh_server.config),
+                   "--python", str(device_python), "--bundle", str(tiny_build / "device"), "--service", expect_exit=1)
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="this machine runs systemd: it would install the unit")
+def test_service_without_systemd_is_a_one_line_error_before_anything_is_copied(ssh_server, tiny_build, device_python,
+                                                                               tmp_path):
+    board = tmp_path / "board"
+    result = deploy_service_over_ssh(ssh_server, tiny_build, device_python, board)
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {sshd.HOST_ALIAS}: systemd is not running on this machine: --service needs a board booted with systemd")
+    assert not board.exists()  # Nothing copied, current not switched: the board is as it was.
+
+
+def test_a_folder_no_unit_can_hold_is_refused_before_anything_is_copied(ssh_server, tiny_build, device_python,
+                                                                        tmp_path):
+    board = tmp_path / "my fashion"
+    result = deploy_service_over_ssh(ssh_server, tiny_build, device_python, board)
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {sshd.HOST_ALIAS}: {board}: a service needs a folder path of letters, digits and ._+-/ only")
+    assert not board.exists()

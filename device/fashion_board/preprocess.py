@@ -1,17 +1,20 @@
-"""A decoded image to the model's 28x28 frame: light garment on black, trimmed and centred, as in the data set.
+"""A decoded image to the model's 28x28 frame: light garment on black, trimmed, centred and turned one
+way, as in the data set.
 
-The host runs this very module (the host package loads it from the device files) so that the board and the
-host make identical frames.
+The host imports this very module (`from fashion_board import preprocess`) so that the board and the
+host make identical frames, and turns every training image with `canonical_orientation`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
 import numpy as np
 from PIL import Image
 
+from . import resample, segment
 from .common import SIDE
 
 MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
@@ -34,14 +37,12 @@ ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_18
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}
 WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough to crop well.
-DARK_BORDER = 32  # A border whose median is at most this is a dark background, as in the data set.
-# A colour photo's cut is doubted when the background's residue (90th percentile on the border)
-# exceeds this share of the garment's contrast (99.5th percentile): a busy or garment-like background.
-DOUBTFUL_NOISE = 0.4
-GARMENT_WHITE = 0.9  # Share of a colour photo's garment pixels below the level that becomes white.
-# The background plane's coefficients are rounded to this step, so that LAPACK's last-bit noise, which
-# differs between numpy builds, never reaches the frame (host and board must make the same bytes).
-PLANE_STEP = 2.0 ** -16
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    pixels: np.ndarray  # (28, 28) uint8: what the model sees.
+    unsure: bool  # The cut is doubted: a busy background, or the garment touches three or four sides.
 
 
 def decode(source, use_draft: bool) -> Image.Image:
@@ -91,6 +92,10 @@ def reduce_large(image: Image.Image, box: tuple | None = None) -> Image.Image:
     factor = math.ceil(math.sqrt(width * height / REDUCE_PIXELS))
     if factor < 2:
         return image if box == (0, 0, image.width, image.height) else image.crop(box)
+    while (width % factor) % 2:  # The columns left over are dropped alike on both sides: exact under mirroring.
+        factor += 1
+    box = (box[0] + (width % factor) // 2, box[1], box[2] - (width % factor) // 2, box[3])
+    width = box[2] - box[0]
     if image.mode in ("1", "P") or image.mode.startswith("I;16"):
         size = (max(1, width // factor), max(1, height // factor))
         return image.resize(size, Image.Resampling.NEAREST, box=box)
@@ -151,84 +156,30 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def border_pixels(image: np.ndarray) -> np.ndarray:
-    """The outermost rows and columns of an (H, W) array, flattened."""
-    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+def canonical_orientation(frames: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) or (28, 28) uint8 frames, each mirrored left to right when its mass lies left of
+    the middle: a frame and its mirror image give the same bytes, so the model needs to know one way.
 
-
-def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
-    """True for a photo's light background: a light border, and the garment darker than it.
-
-    The data set's images have a dark border. Of the pixels that differ clearly from the fitted
-    background, more differ by being darker: faint shading (vignetting) is ignored by the margin.
+    The score is the moment of mass about the middle column, a whole number, so a mirror image has
+    exactly the negated score. Fashion-MNIST's shoes point their toe left, their heel (the heavier
+    end) right: 99.5% of its sneakers and all its ankle boots keep their way. A score of exactly 0 is
+    settled by the bytes: the frame or its mirror image, whichever is first in lexicographic order.
     """
-    border = border_pixels(gray)
-    if float(np.median(border)) <= DARK_BORDER:
-        return False
-    if background is None:
-        background = fit_background(gray.astype(np.float32))
-    difference = gray.astype(np.float32) - background
-    margin = max(24.0, 3 * float(np.median(np.abs(border_pixels(difference)))))
-    # Sums in float64 are exact here, so no summation order can tip a near tie one way on one machine only.
-    darker = np.clip(-difference - margin, 0, None).sum(dtype=np.float64)
-    return float(darker) > float(np.clip(difference - margin, 0, None).sum(dtype=np.float64))
+    batch = frames.reshape(-1, SIDE, SIDE)
+    mirrored = batch[:, :, ::-1]
+    columns = batch.sum(axis=1, dtype=np.int64)  # (N, 28): mass per column.
+    scores = (columns * segment.centred(SIDE)).sum(axis=1)
+    flip = scores < 0
+    for index in np.flatnonzero(scores == 0):
+        flip[index] = mirror_is_first(batch[index])
+    return np.where(flip[:, np.newaxis, np.newaxis], mirrored, batch).reshape(frames.shape)
 
 
-def fit_background(values: np.ndarray) -> np.ndarray:
-    """A plane a + b*x + c*y fitted to the border of each channel, robust to a garment touching it.
-
-    (H, W) or (H, W, C) float32 in, the same shape out; one least-squares solve for all channels.
-    """
-    height, width = values.shape[:2]
-    flat = values.reshape(height, width, -1)  # (H, W, C)
-    if min(height, width) < 8:
-        return np.broadcast_to(np.median(border_pixels(flat), axis=0), flat.shape).reshape(values.shape).astype(np.float32)
-    columns = np.arange(width, dtype=np.float32)[np.newaxis, :]  # (1, W), broadcast below.
-    rows = np.arange(height, dtype=np.float32)[:, np.newaxis]  # (H, 1)
-    border_columns = border_pixels(np.broadcast_to(columns, (height, width)))
-    border_rows = border_pixels(np.broadcast_to(rows, (height, width)))
-    design = np.stack([np.ones(2 * (height + width)), border_columns, border_rows], axis=1)
-    border = border_pixels(flat)  # (2 * (H + W), C)
-    keep = np.ones(len(border), dtype=bool)
-    for _ in range(3):  # Refit without the border pixels the garment covers.
-        coefficients = np.linalg.lstsq(design[keep], border[keep], rcond=None)[0]  # (3, C)
-        coefficients = np.round(coefficients / PLANE_STEP) * PLANE_STEP
-        residual = np.abs(border - design @ coefficients).max(axis=1)
-        keep = residual <= max(8.0, 2.5 * float(np.median(residual)))
-    plane = coefficients[0] + coefficients[1] * columns[..., np.newaxis] + coefficients[2] * rows[..., np.newaxis]
-    return plane.reshape(values.shape).astype(np.float32)
-
-
-def garment_signal(gray: np.ndarray) -> np.ndarray:
-    """How much each pixel differs from the background, 0 (background) to 255: (H, W) float."""
-    background = fit_background(gray)
-    if has_light_background(gray, background):
-        # A photo: pixel = light * reflectance, so dividing by the background evens out the lighting.
-        signal = 255 * (1 - gray / np.maximum(background, 1))
-    else:
-        signal = gray - background
-    noise = min(128.0, nearest_rank(np.abs(border_pixels(signal)), 0.9) + 4)
-    return np.clip((signal - noise) * 255 / (255 - noise), 0, 255)
-
-
-def nearest_rank(values: np.ndarray, share: float) -> float:
-    """The value below which `share` of `values` lie: an element itself, never an interpolation, whose
-    last bits differ between numpy versions."""
-    rank = int(share * (values.size - 1))
-    return float(np.partition(values, rank)[rank])
-
-
-def garment_box(signal: np.ndarray) -> tuple:
-    """(top, bottom, left, right) around the garment, ignoring specks; ValueError when blank."""
-    peak = float(signal.max()) if signal.size else 0.0
-    if peak < 24:
-        raise ValueError("no garment found: the frame is blank or uniform")
-    mask = signal > 0.2 * peak
-    rows = np.flatnonzero(mask.sum(axis=1) >= max(1, 0.02 * mask.shape[1]))
-    columns = np.flatnonzero(mask.sum(axis=0) >= max(1, 0.02 * mask.shape[0]))
-    if not rows.size or not columns.size:
-        raise ValueError("no garment found: only specks differ from the background")
-    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+def mirror_is_first(values: np.ndarray) -> bool:
+    """True when the mirror image of (H, W) values comes first in lexicographic order (row by row)."""
+    mirrored = values[:, ::-1]
+    differ = np.flatnonzero(values != mirrored)
+    return bool(differ.size) and bool(mirrored.flat[differ[0]] < values.flat[differ[0]])
 
 
 def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
@@ -247,140 +198,73 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def shrink_axis(values: np.ndarray, size: int) -> np.ndarray:
-    """Area averages along the last axis of integer `values` (..., L) over `size` equal spans (L >= size),
-    times L: exact integers, (..., size) int64.
+def framed(garment: np.ndarray) -> np.ndarray:
+    """A (h, w) cut-out garment to the model's (28, 28) uint8 frame, in its canonical orientation.
 
-    A span's sum is S(end) - S(start), S the running sum, linear within a pixel. Scaled by `size`,
-    every boundary i * L / size is `whole` pixels plus `part` / size of the next, a whole number.
+    Resizing is not exact under mirroring (Pillow's filter weights and rounding), so the cut-out is
+    first put the way round that comes first in lexicographic order: a photo and its mirror image
+    then resize the same bytes.
     """
-    length = values.shape[-1]
-    running = np.zeros((*values.shape[:-1], length + 1), dtype=np.int64)
-    np.cumsum(values, axis=-1, out=running[..., 1:])
-    boundaries = np.arange(size + 1, dtype=np.int64) * length  # Times `size`.
-    whole, part = boundaries // size, boundaries % size
-    scaled = size * running[..., whole] + values[..., np.minimum(whole, length - 1)] * part
-    return np.diff(scaled, axis=-1)
+    garment = garment[:, ::-1] if mirror_is_first(garment) else garment
+    return canonical_orientation(centre_on_canvas(garment))
 
 
-def block_sums(gray: np.ndarray, block: int) -> np.ndarray:
-    """Sums of block x block squares, (H // block, W // block); the few rows and columns left over
-    are dropped, half on each side. Cheap, and it leaves shrink_axis a small image."""
-    rows, columns = gray.shape[0] // block, gray.shape[1] // block
-    top, left = (gray.shape[0] % block) // 2, (gray.shape[1] % block) // 2
-    kept = gray[top: top + rows * block, left: left + columns * block]
-    dtype = np.uint16 if 255 * block * block <= np.iinfo(np.uint16).max else np.int64
-    row_sums = kept[0::block].astype(dtype)  # Strided adds: several times faster than reshape and sum.
-    for offset in range(1, block):
-        row_sums += kept[offset::block]
-    sums = row_sums[:, 0::block].copy()
-    for offset in range(1, block):
-        sums += row_sums[:, offset::block]
-    return sums
+def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal)."""
+    box = segment.garment_box(signal)
+    return signal[box[0]:box[1], box[2]:box[3]], box
 
 
-def shrink(gray: np.ndarray, side: int) -> np.ndarray:
-    """(H, W) uint8 to at most side x side by area averaging (a box filter), aspect kept.
+def colour_frame(rgb: np.ndarray) -> Frame:
+    """(H, W, 3) uint8 photo to the model's frame, cut out by colour.
 
-    Integer arithmetic throughout, so every machine and library version gives the same bytes (Pillow's
-    resize rounds differently from one release to the next).
+    Doubted when the background is busy or the garment touches three or four sides of the frame
+    (clipped, or the frame is all garment).
     """
-    height, width = gray.shape
-    factor = side / max(height, width)
-    new_height, new_width = max(1, round(height * factor)), max(1, round(width * factor))
-    block = max(1, min(height // new_height, width // new_width))
-    values = block_sums(gray, block) if block > 1 else gray.astype(np.int64)
-    columns = shrink_axis(values, new_width)  # (H, w), times W, in blocks.
-    both = shrink_axis(columns.T, new_height).T  # (h, w), times W * H.
-    divisor = block * block * values.shape[0] * values.shape[1]
-    return ((2 * both + divisor) // (2 * divisor)).astype(np.uint8)  # Rounded half up, exactly.
-
-
-def colour_distance(rgb: np.ndarray) -> np.ndarray:
-    """How far each pixel's colour is from the background fitted to each channel: (H, W) float32, 0-255.
-
-    Unlike luminance this finds a dark garment on a dark or coloured background and a pink dress on a
-    red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
-    """
-    difference = rgb - fit_background(rgb)
-    # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
-    squares = difference[..., 0] ** 2 + difference[..., 1] ** 2 + difference[..., 2] ** 2
-    return np.sqrt(squares / 3)
-
-
-def otsu_level(signal: np.ndarray) -> float:
-    """Otsu's threshold of a (H, W) 0-255 signal: the level that best splits it into two classes
-    (background and garment) by between-class variance. Integer histogram and element-wise float64
-    arithmetic only, so every numpy version picks the same level."""
-    counts = np.bincount(np.clip(signal, 0, 255).astype(np.int64).ravel(), minlength=256).astype(np.float64)
-    below = np.cumsum(counts)  # Exact: whole numbers far under 2**53.
-    below_sum = np.cumsum(counts * np.arange(256, dtype=np.float64))
-    above = below[-1] - below
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (below_sum[-1] * below / below[-1] - below_sum) ** 2 / (below * above)
-    return float(np.argmax(np.where(np.isfinite(between), between, 0.0)))
-
-
-def garment_and_doubt(signal: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The garment cut out of a (H, W) signal, trimmed, and whether the cut is to be doubted.
-
-    What lies under the border's residue (its 90th percentile) is cut away as background, or under
-    Otsu's level where that is lower: when the garment covers much of the border or the background
-    is busy, the border's residue is the garment's own contrast, and cutting there left a dim or
-    empty frame (on the photos' choosing part the Otsu bound took 44.0% to 47.1%).
-    Doubt: the background is busy (its residue is a large share of the garment's contrast), or the
-    garment touches three or four sides of the frame (clipped, or the frame is all garment).
-    """
-    noise = nearest_rank(border_pixels(signal), 0.9)
-    peak = nearest_rank(signal.ravel(), 0.995)
-    cut = min(noise + 4, otsu_level(signal))
-    cleaned = np.clip((signal - cut) * 255 / max(1.0, 255 - cut), 0, 255)
-    top, bottom, left, right = garment_box(cleaned)
-    height, width = signal.shape
-    touched = (top == 0) + (left == 0) + (bottom == height) + (right == width)
-    garment = cleaned[top:bottom, left:right]
-    # A print or a seam can be far brighter than the cloth: scaling by the brightest pixel would leave
-    # the garment dim. Scale so the garment's bright part (the top tenth of what is not background) is white.
-    lit = garment[garment > 0]
-    level = nearest_rank(lit, GARMENT_WHITE) if lit.size else 0.0
-    garment = np.minimum(garment, level) if level > 0 else garment
-    return garment, bool(noise > DOUBTFUL_NOISE * peak or touched >= 3)
-
-
-def colour_to_dataset_form(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(H, W, 3) uint8 photo to the model's (28, 28) uint8 frame and the segmentation's doubt."""
     if max(rgb.shape[:2]) > WORK_SIDE:
-        rgb = np.stack([shrink(rgb[..., channel], WORK_SIDE) for channel in range(3)], axis=-1)
-    distance = colour_distance(rgb.astype(np.float32))
-    garment, doubt = garment_and_doubt(distance)
-    return centre_on_canvas(garment), doubt
+        rgb = resample.shrink(rgb, WORK_SIDE)
+    cleaned, busy = segment.colour_cut(segment.colour_distance(rgb))
+    garment, box = cut_out(cleaned)
+    unsure = busy or segment.touches(box, cleaned.shape) >= 3
+    return Frame(framed(segment.whiten(garment)), unsure)
+
+
+def grey_frame(gray: np.ndarray) -> Frame:
+    """(H, W) uint8 grayscale to the model's frame; 28x28 images with a dark border are already in the
+    data set's form and are only turned."""
+    if gray.shape == (SIDE, SIDE) and not segment.has_light_background(gray):
+        return Frame(canonical_orientation(gray), False)
+    small = resample.shrink(gray, WORK_SIDE) if max(gray.shape) > WORK_SIDE else gray
+    garment, _ = cut_out(segment.garment_signal(small.astype(np.float32)))
+    return Frame(framed(garment), False)
 
 
 def to_dataset_form(gray: np.ndarray) -> np.ndarray:
     """(H, W) uint8 grayscale to the model's (28, 28) uint8: light garment, trimmed, centred on black."""
-    if gray.shape == (SIDE, SIDE) and not has_light_background(gray):
-        return gray  # Already in the data set's form: pass it through, bit for bit.
-    small = shrink(gray, WORK_SIDE) if max(gray.shape) > WORK_SIDE else gray
-    signal = garment_signal(small.astype(np.float32))
-    top, bottom, left, right = garment_box(signal)
-    return centre_on_canvas(signal[top:bottom, left:right])
+    return grey_frame(gray).pixels
 
 
-def preprocess_with_doubt(image: Image.Image, roi: tuple | None) -> tuple[np.ndarray, bool]:
-    """A decoded image to the model's (28, 28) uint8 input, and True when its segmentation is unsure.
+def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
+    """A decoded image to the model's frame, with the segmentation's doubt.
 
     Colour photos are cut out by colour; grey images, images with transparency and 28x28 images
-    (the data set's own form, passed through) keep the grey path, which is never in doubt.
+    keep the grey path, which is never in doubt.
     """
     image = reduce_large(image, roi_box(image, roi))
     if image.mode in ("RGB", "YCbCr", "CMYK") and max(image.size) > SIDE:
-        return colour_to_dataset_form(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    return to_dataset_form(to_grayscale(image)), False
+        return colour_frame(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return grey_frame(to_grayscale(image))
+
+
+def preprocess_with_doubt(image: Image.Image, roi: tuple | None) -> tuple[np.ndarray, bool]:
+    """(pixels, unsure) of make_frame, for callers that predate Frame."""
+    frame = make_frame(image, roi)
+    return frame.pixels, frame.unsure
 
 
 def preprocess(image: Image.Image, roi: tuple | None) -> np.ndarray:
     """A decoded image to the model's (28, 28) uint8 input."""
-    return preprocess_with_doubt(image, roi)[0]
+    return make_frame(image, roi).pixels
 
 
 def configure_pillow() -> None:

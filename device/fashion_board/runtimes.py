@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import quantization
-from .common import SIDE, ModelError, log, one_line
+from .common import SIDE, ModelError, hidden_stderr, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
 # The interpreters, in the order they are tried: import name -> the distribution that installs it.
@@ -206,8 +206,10 @@ def top_predictions(scores: np.ndarray, labels: list, top_k: int) -> list:
 
 def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, runtime_name: str | None,
                     threads: int, need_manifest: bool, verbose: bool, started: float) -> tuple:
-    """(classifier, runtime, manifest, load ms) for a model file; `started` is when the process began."""
-    runtime = find_runtime(runtime_name)
+    """(classifier, runtime, manifest, load ms) for a model file; `started` is when the process began.
+    The interpreter's own start-up lines are shown only when `verbose`."""
+    with hidden_stderr(not verbose):
+        runtime = find_runtime(runtime_name)
     imported = time.perf_counter()
     manifest = read_manifest(model_path)
     data = read_model(model_path, manifest)
@@ -217,7 +219,8 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
             raise ModelError(f"--self-test needs manifest.json beside {model_path}")
         log(f"warning: no manifest.json describes {model_path}: its sha256 is not checked")
         probe_model(model_path, runtime)
-    interpreter = make_interpreter(runtime, data, threads, model_path)
+    with hidden_stderr(not verbose):
+        interpreter = make_interpreter(runtime, data, threads, model_path)
     if labels_path is not None and not labels_path.is_file():
         raise ModelError(f"--labels {labels_path}: no such file")
     labels = read_labels(labels_path or model_path.parent / "labels.txt", manifest)

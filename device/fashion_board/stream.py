@@ -12,7 +12,7 @@ from PIL import Image
 
 from . import capture
 from .common import log, one_line
-from .preprocess import preprocess_with_doubt
+from .preprocess import make_frame
 from .runtimes import Classifier, Runtime, top_predictions
 
 
@@ -43,16 +43,17 @@ def prepare(name: str, load, options: Options, number: int) -> tuple:
     try:
         image = load(options.roi is None)
         decoded = time.perf_counter()
-        pixels, doubtful_cut = preprocess_with_doubt(image, options.roi)
+        frame = make_frame(image, options.roi)
     except Exception as error:  # Pillow raises many types on malformed files: fail this file only.
         return None, one_line(error), 1000 * (time.perf_counter() - started), False
+    pixels = frame.pixels
     finished = time.perf_counter()
     if options.verbose:
         log(f"{name}: decode {1000 * (decoded - started):.2f} ms, preprocess {1000 * (finished - decoded):.2f} ms")
     if options.save_dir is not None:
         stem = pathlib.Path(name).stem.replace(":", "_") or "stdin"
         Image.fromarray(pixels).save(options.save_dir / f"{number:05d}_{stem}.png")
-    return pixels, "", 1000 * (finished - started), doubtful_cut
+    return pixels, "", 1000 * (finished - started), frame.unsure
 
 
 def classify_batch(batch: list, classifier: Classifier, options: Options) -> list:

@@ -1,11 +1,11 @@
 """Pure parts of `edge-fashion bench`: statistics, the floor, the targets, the Markdown table, the chart."""
 
-import io
-
+import matplotlib.patches
+import matplotlib.ticker
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from edge_fashion import config as config_module
+from edge_fashion import pictures
 
 MODEL_LAYERS = (784, 300, 150, 10)  # The MLP's widths: input, two hidden layers, output.
 MEGABYTE = 1_000_000  # Sizes and memory are in MB of 10^6 bytes, as the targets are.
@@ -230,12 +230,17 @@ def markdown(result: dict) -> str:
 
 # The bar chart.
 
-CHART_WIDTH, LABEL_WIDTH, BAR_HEIGHT, PANEL_GAP = 900, 300, 22, 36
-COLOURS = {"int8": (46, 125, 50), "float32": (25, 118, 210), "keras": (239, 108, 0)}
+CHART_WIDTH = 900  # Pixels: the chart is CHART_WIDTH / pictures.DPI inches wide.
+BAR_INCHES = 0.3  # Height of one bar and its gap.
+COLOURS = {"int8": "#2e7d32", "float32": "#1976d2", "keras": "#ef6c00"}
+# A panel whose values span more than this factor gets a log axis, on which 11.8 us and 1,271 us
+# both read; on a linear one the shorter bar would be a sliver.
+LOG_SPAN = 10
 
 
-def chart_panels(result: dict) -> list[tuple[str, list[tuple[str, str, float]]]]:
-    """(title, [(bar label, model, value)]) for each panel: sizes, single-image latency, batched throughput."""
+def chart_panels(result: dict) -> list[tuple[str, str, list[tuple[str, str, float]]]]:
+    """(title, which is better, [(bar label, model, value)]) for each panel: sizes, single-image
+    latency, batched throughput."""
     measured = [record for record in result["interpreters"] if record["status"] == "ok"]
     sizes = [(name, model, result["sizes"][name] / MEGABYTE) for model, name in MODEL_FILES.items()
              if name in result["sizes"]]
@@ -244,43 +249,64 @@ def chart_panels(result: dict) -> list[tuple[str, list[tuple[str, str, float]]]]
         return [(f"{record['model']}, {RUNTIME_NAMES.get(record['runtime'], record['runtime'])}", record["model"],
                  value(record)) for record in measured]
     return [
-        ("File size, MB (smaller is better)", sizes),
-        ("Single-image latency p50, us (smaller is better)", bars(lambda record: record["latency_us"]["p50"])),
-        (f"Batches of {result['settings']['batch_size']}, images/s (larger is better)",
+        ("File size, MB", "smaller is better", sizes),
+        ("Single-image latency p50, µs", "smaller is better", bars(lambda record: record["latency_us"]["p50"])),
+        (f"Batches of {result['settings']['batch_size']}, images/s", "larger is better",
          bars(lambda record: record["images_per_second"])),
     ]
 
 
-def font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow before 10.1 has one bitmap font size.
-        return ImageFont.load_default()
+def figure_value(value: float) -> str:
+    """0.299, 11.8, 140, 1,271: three figures, or the whole number."""
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def draw_panel(axes, title: str, better: str, bars: list[tuple[str, str, float]]) -> None:
+    """Horizontal bars, top to bottom in the table's order, each with its value written beside it."""
+    if not bars:
+        axes.set_title(f"{title} ({better})", loc="left", fontsize=11)
+        axes.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=axes.transAxes)
+        axes.set_yticks([])
+        return
+    labels, models, values = zip(*bars)
+    log = value_axis(axes, values)
+    axes.set_title(f"{title}{', log scale' if log else ''} ({better})", loc="left", fontsize=11)
+    drawn = axes.barh(range(len(bars)), values, color=[COLOURS[model] for model in models], height=0.7)
+    axes.bar_label(drawn, [figure_value(value) for value in values], padding=4, fontsize=9)
+    axes.set_yticks(range(len(bars)), labels)
+    axes.invert_yaxis()
+    axes.spines[["top", "right"]].set_visible(False)
+
+
+def value_axis(axes, values: tuple[float, ...]) -> bool:
+    """Set up the bars' axis: log (True) when the values span more than LOG_SPAN, else linear from 0;
+    either way with room on the right for the largest bar's value."""
+    log = min(values) > 0 and max(values) / min(values) > LOG_SPAN
+    if log:
+        axes.set_xscale("log")
+        axes.set_xlim(min(values) / 2, max(values) * 2)
+        axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 3)))
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        axes.set_xlim(0, max(values) * 1.15)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.6g}"))
+    return log
+
+
+def chart_figure(result: dict):
+    """One horizontal bar panel per measure, bars coloured by model (the legend), values beside them."""
+    panels = chart_panels(result)
+    heights = [max(len(bars), 1) + 1.5 for _, _, bars in panels]
+    figure = pictures.figure(CHART_WIDTH / pictures.DPI, BAR_INCHES * sum(heights) + 1.2)
+    machine = result["machine"]
+    figure.suptitle(f"edge-fashion bench {result['created_at'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
+                    f"{machine['architecture']}", fontsize=10, color="#555555")
+    for axes, panel in zip(figure.subplots(len(panels), 1, height_ratios=heights), panels):
+        draw_panel(axes, *panel)
+    handles = [matplotlib.patches.Patch(color=colour, label=model) for model, colour in COLOURS.items()]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), title="model", frameon=False)
+    return figure
 
 
 def chart_png(result: dict) -> bytes:
-    """A PNG with one horizontal bar panel per measure, bars coloured by model, values written beside them."""
-    panels = chart_panels(result)
-    height = sum(PANEL_GAP + BAR_HEIGHT * max(len(bars), 1) for _, bars in panels) + 2 * PANEL_GAP
-    image = Image.new("RGB", (CHART_WIDTH, height), "white")
-    draw, text_font, title_font = ImageDraw.Draw(image), font(13), font(15)
-    machine = result["machine"]
-    draw.text((10, 8), f"edge-fashion bench {result['created_at'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
-              f"{machine['architecture']}", fill=(90, 90, 90), font=text_font)
-    top = PANEL_GAP
-    for title, bars in panels:
-        draw.text((10, top), title, fill="black", font=title_font)
-        top += PANEL_GAP - 12
-        largest = max((value for _, _, value in bars), default=1) or 1
-        span = CHART_WIDTH - LABEL_WIDTH - 110
-        for label, model, value in bars:
-            length = max(1, round(span * value / largest))
-            draw.text((10, top + 4), label, fill="black", font=text_font)
-            draw.rectangle([LABEL_WIDTH, top + 3, LABEL_WIDTH + length, top + BAR_HEIGHT - 3], fill=COLOURS[model])
-            draw.text((LABEL_WIDTH + length + 6, top + 4), f"{value:,.3g}" if value < 1000 else f"{value:,.0f}",
-                      fill="black", font=text_font)
-            top += BAR_HEIGHT
-        top += 12
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return pictures.png_bytes(chart_figure(result))

@@ -11,6 +11,7 @@ import math
 import keras
 import numpy as np
 
+from edge_fashion import quiet
 from edge_fashion.converters import tflite
 
 GRANULARITY = {True: "CHANNELWISE", False: "TENSORWISE"}
@@ -95,7 +96,7 @@ def to_int8(model: keras.Model, representative_images: np.ndarray, io_dtype: str
     # One batch of all the images: the calibrator averages each batch's min and max over the batches,
     # so image by image it would learn a typical image's range and clip the large activations.
     samples = [{input_name: representative_images.astype(np.float32)}]
-    with tflite.quiet():
+    with quiet.hidden_output():
         calibration = engine.calibrate({tfl_interpreter_utils.DEFAULT_SIGNATURE_KEY: samples}, num_threads=1)
         result = engine.quantize(calibration, enable_progress_report=False)
     return bytes(result.quantized_model)

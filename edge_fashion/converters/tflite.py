@@ -1,54 +1,17 @@
 """Keras model -> float32 TFLite, and -> full-integer int8 TFLite calibrated on representative data."""
 
-import contextlib
-import os
-import sys
-import tempfile
-import warnings
-
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert import interpreter as litert
+
+from edge_fashion import quiet
 
 IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
 
-@contextlib.contextmanager
-def quiet():
-    """Hide the converter's chatter (Python prints and C++ logs on file descriptors 1 and 2).
-
-    On failure the captured log is printed, since it then explains what went wrong.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as log, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            restore(saved)
-            log.seek(0)
-            sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
-            raise
-        finally:
-            restore(saved)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def restore(saved: tuple[int, int]) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(saved[0], 1)
-    os.dup2(saved[1], 2)
-
-
 def convert_quietly(converter) -> bytes:
-    with quiet():
+    with quiet.hidden_output():
         return converter.convert()
 
 

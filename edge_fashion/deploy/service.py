@@ -56,6 +56,16 @@ def board_address(target: transport.Target) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def check_target(target: transport.Target) -> None:
+    """Raise DeployError, before anything is copied, unless the target can run the service: a board
+    over ssh, running systemd, its folder a path a unit can hold."""
+    if target.host is None:
+        raise transport.DeployError(
+            f"--service runs the service on a board over ssh, and {target} is a folder: deploy it without "
+            "--service, or give the board as [user@]host:DIR")
+    transport.call_agent(target, "service-check", [])
+
+
 def install(target: transport.Target, port: int, progress: typing.Callable[[str], None]) -> str:
     """Install, enable and (re)start the unit on the target; return the page's URL, token included."""
     progress(f"installing {UNIT_NAME} on {target} (classify.py --serve --camera on port {port})")

@@ -4,14 +4,23 @@ sheet of what the model saw; the `photos` part of report.json and its section of
 import pathlib
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
+from edge_fashion import pictures
 from edge_fashion.pipeline import data, evaluate, photos as photos_module
 
 NO_FRAME = -1  # The prediction of a photo in which preprocessing found no garment: always wrong.
 THUMBNAIL = 96  # Pixels of the photo's longer side on the contact sheet.
 ZOOM = 3  # The 28x28 frame is drawn this many times larger.
 PER_CLASS = 6  # Photos per class on the contact sheet, wrong ones first.
+CAPTION_SIZE = 13  # Pixels of the contact sheet's text.
+GAP = 8  # Pixels between the sheet's pictures and around its text.
+HEADER = 48  # Pixels of the sheet's two header lines.
+SHEET_HEADER = ("int8 answers on photos, a row per class, wrong answers first.\n"
+                "Each: the photo, the 28x28 frame the model saw, the answer and its score; green right, red wrong.")
+RIGHT, WRONG = (0, 128, 0), (200, 0, 0)  # The colours of right and wrong answers.
+NO_GARMENT = "no garment found"  # The answer shown for a photo that gave no frame.
+ANSWERS = (*data.LABELS, NO_GARMENT)
 TITLES = {"held_out": "held-out photos (not trained on)", "evaluated": "photos evaluated"}
 
 
@@ -89,35 +98,58 @@ def sheet_rows(labels: np.ndarray, predictions: np.ndarray) -> list[list[int]]:
     return rows
 
 
-def tile(path: pathlib.Path, frame: np.ndarray, true: str, answer: str, right: bool, font) -> Image.Image:
-    """One photo: its thumbnail, the 28x28 frame the model saw, the true label and the answer."""
+def row_heading(index: int, labels: np.ndarray, predictions: np.ndarray) -> str:
+    """'Sandal' over '1 of 4 right': the class of a row and how the model did on all its photos."""
+    members = labels == index
+    return f"{data.LABELS[index]}\n{int((predictions[members] == index).sum())} of {int(members.sum())} right"
+
+
+def tile(path: pathlib.Path, frame: np.ndarray, answer: str, score: str, right: bool, width: int) -> Image.Image:
+    """One photo: its thumbnail beside the 28x28 frame the model saw; under them the answer on the
+    left and its score on the right, green when right, red when wrong."""
     side = 28 * ZOOM
-    image = Image.new("RGB", (THUMBNAIL + side + 12, THUMBNAIL + 30), "white")  # As contact_sheet's cells.
+    image = Image.new("RGB", (width, THUMBNAIL + CAPTION_SIZE + 10), "white")
     with Image.open(path) as photo:
         thumbnail = ImageOps.exif_transpose(photo).convert("RGB")
     thumbnail.thumbnail((THUMBNAIL, THUMBNAIL))
-    image.paste(thumbnail, (2, 2))
+    image.paste(thumbnail, ((THUMBNAIL - thumbnail.width) // 2, (THUMBNAIL - thumbnail.height) // 2))
     image.paste(Image.fromarray(frame).resize((side, side), Image.Resampling.NEAREST).convert("RGB"),
-                (THUMBNAIL + 8, 2))
-    draw = ImageDraw.Draw(image)
-    draw.text((2, THUMBNAIL + 4), true[:30], fill="black", font=font)
-    draw.text((2, THUMBNAIL + 16), answer[:30], fill=(0, 128, 0) if right else (200, 0, 0), font=font)
+                (THUMBNAIL + GAP, (THUMBNAIL - side) // 2))
+    draw, font, colour = ImageDraw.Draw(image), pictures.font(CAPTION_SIZE), RIGHT if right else WRONG
+    draw.text((0, THUMBNAIL + 4), answer, fill=colour, font=font)
+    draw.text((width, THUMBNAIL + 4), score, fill=colour, font=font, anchor="ra")
     return image
 
 
+def tile_width(font) -> int:
+    """As wide as a photo and its frame, or as the longest answer with a score beside it."""
+    longest = max(font.getlength(answer + "  0.00") for answer in ANSWERS)
+    return max(THUMBNAIL + GAP + 28 * ZOOM, round(longest))
+
+
 def contact_sheet(photos: photos_module.Photos, predictions: np.ndarray, scores: np.ndarray) -> Image.Image:
-    """A grid of tiles, a row per class (up to PER_CLASS photos, the wrong ones first)."""
-    font, rows = ImageFont.load_default(), sheet_rows(photos.labels, predictions)
-    width, height = THUMBNAIL + 28 * ZOOM + 12, THUMBNAIL + 30
-    sheet = Image.new("RGB", (PER_CLASS * width, max(1, len(rows)) * height), "white")
-    for row, members in enumerate(rows):
+    """A row per class that has photos, headed by its name and right answers, then up to PER_CLASS
+    tiles, the wrong ones first; as many columns as the fullest row, so no column is blank."""
+    rows, font = sheet_rows(photos.labels, predictions), pictures.font(CAPTION_SIZE)
+    headings = [row_heading(int(photos.labels[members[0]]), photos.labels, predictions) for members in rows]
+    left = 2 * GAP + max(round(font.getlength(line)) for text in (*headings, "") for line in text.split("\n"))
+    width, height = tile_width(font), THUMBNAIL + CAPTION_SIZE + 10 + GAP
+    columns = max([len(members) for members in rows] or [1])
+    sheet_width = max(left + columns * (width + 2 * GAP), *(round(font.getlength(line)) + 2 * GAP
+                                                         for line in SHEET_HEADER.split("\n")))
+    sheet = Image.new("RGB", (sheet_width, HEADER + max(1, len(rows)) * height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.multiline_text((GAP, GAP), SHEET_HEADER, fill="black", font=font, spacing=4)
+    for row, (members, heading) in enumerate(zip(rows, headings)):
+        top = HEADER + row * height
+        draw.multiline_text((GAP, top + THUMBNAIL // 3), heading, fill="black", font=font, spacing=4)
         for column, index in enumerate(members):
             prediction = int(predictions[index])
-            answer = ("-> no garment found" if prediction == NO_FRAME
-                      else f"-> {data.LABELS[prediction]} {scores[index]:.2f}")
-            image = tile(photos.paths[index], photos.frames[index], data.LABELS[photos.labels[index]],
-                         answer, prediction == photos.labels[index], font)
-            sheet.paste(image, (column * width, row * height))
+            answer, score = ((NO_GARMENT, "") if prediction == NO_FRAME
+                             else (data.LABELS[prediction], f"{scores[index]:.2f}"))
+            image = tile(photos.paths[index], photos.frames[index], answer, score,
+                         prediction == photos.labels[index], width)
+            sheet.paste(image, (left + column * (width + 2 * GAP), top))
     return sheet
 
 
@@ -140,7 +172,8 @@ def markdown(photos_report: dict) -> str:
                              f"| {percent(section['int8']['per_class'][index]['accuracy'])} |")
         lines += [f"| all | {section['photos']} | {percent(section['float']['accuracy'])} "
                   f"| {percent(section['int8']['accuracy'])} |", "",
-                  f"{section['int8']['no_frame']} photos gave no frame (counted wrong). Each tile: the photo, "
-                  "the 28x28 frame the model saw, the true class, the int8 answer (green right, red wrong).", "",
+                  f"{section['int8']['no_frame']} photos gave no frame (counted wrong). A row per class, the "
+                  "wrong answers first; each photo beside the 28x28 frame the model saw, under them the int8 "
+                  "answer and its score (green right, red wrong).", "",
                   f"![{key}]({section['contact_sheet']})", ""]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from edge_fashion.converters import tflite
+from edge_fashion import quiet
 
 ROUNDING_ONLY = 1 / np.sqrt(12)  # RMS error of rounding to the nearest step, in steps.
 
@@ -30,7 +30,7 @@ def debugger_rows(keras_model, representative_images: np.ndarray, debug_images: 
     converter.representative_dataset = feed(representative_images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     text = io.StringIO()
-    with tflite.quiet():
+    with quiet.hidden_output():
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=feed(debug_images))
         debugger.run()
         debugger.layer_statistics_dump(text)

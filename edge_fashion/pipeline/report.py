@@ -4,15 +4,17 @@ import importlib.metadata
 import pathlib
 import platform
 
+import matplotlib.figure
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from edge_fashion import files
+from edge_fashion import files, pictures
 from edge_fashion.pipeline import evaluate, numpy_check, photo_report, quantization_report
 
 PACKAGES = ("edge-fashion", "tensorflow", "keras", "ai-edge-litert", "numpy", "pillow", "click")
-CELL = 44  # Pixels per confusion-matrix cell.
-MARGIN = 110  # Room for the class names.
+MISCLASSIFIED_ZOOM = 3  # The 28x28 test images are drawn this many times larger.
+CAPTION_SIZE, HEADER_SIZE = 13, 15  # Pixels of the captions' and the header's text.
+HEADER = 28  # Pixels of the sheet's header line.
 
 
 def package_versions() -> dict:
@@ -25,48 +27,53 @@ def package_versions() -> dict:
     return versions
 
 
-def draw_confusion(matrix: np.ndarray, labels: list[str], title: str) -> Image.Image:
-    """Counts on a white-to-blue grid, rows the true class, columns the predicted one."""
-    classes = len(labels)
-    size = MARGIN + classes * CELL + 10
-    image = Image.new("RGB", (size, size + 20), "white")
-    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
-    draw.text((10, 4), title, fill="black", font=font)
-    row_totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    for row in range(classes):
-        draw.text((4, MARGIN + row * CELL + CELL // 2 - 6), labels[row][:15], fill="black", font=font)
-        draw.text((MARGIN + row * CELL + 2, MARGIN - 14 - 12 * (row % 2)), labels[row][:8], fill="black", font=font)
-        for column in range(classes):
-            share = matrix[row, column] / row_totals[row, 0]
-            shade = int(255 * (1 - share))
-            box = (MARGIN + column * CELL, MARGIN + row * CELL, MARGIN + (column + 1) * CELL, MARGIN + (row + 1) * CELL)
-            draw.rectangle(box, fill=(shade, shade, 255), outline="grey")
-            draw.text((box[0] + 6, box[1] + CELL // 2 - 6), str(matrix[row, column]),
-                      fill="white" if share > 0.5 else "black", font=font)
-    draw.text((MARGIN, size + 4), "rows: true class, columns: predicted", fill="black", font=font)
-    return image
+def confusion_figure(matrix: np.ndarray, labels: list[str], title: str) -> matplotlib.figure.Figure:
+    """Counts on a white-to-blue grid, rows the true class, columns the predicted one; a cell's blue
+    is its share of the true class, so a row's mistakes stand out whatever its size."""
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure = pictures.figure(8.5, 7.5)
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, f"{count:,}", ha="center", va="center", fontsize=9,
+                  color="white" if shares[row, column] > 0.5 else "black")
+    ticks = np.arange(len(labels))
+    axes.set_xticks(ticks, labels, rotation=40, ha="right", rotation_mode="anchor")
+    axes.set_yticks(ticks, labels)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    return figure
 
 
 def draw_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                        names: list[str], count: int = 40, columns: int = 8) -> Image.Image:
-    """A grid of wrongly classified test images, each captioned 'true -> predicted', enlarged 3x."""
+    """A grid of wrongly classified test images, enlarged 3x, each captioned with its true class (green)
+    and the answer (red); the tiles are as wide as the longest class name."""
     wrong = np.flatnonzero(labels != predictions)[:count]
-    tile_width, tile_height = 28 * 3 + 40, 28 * 3 + 30
+    font = pictures.font(CAPTION_SIZE)
+    side = 28 * MISCLASSIFIED_ZOOM
+    width = max(side, *(round(font.getlength("→ " + name)) for name in names)) + 12
+    height = side + 2 * CAPTION_SIZE + 14
     rows = max(1, -(-len(wrong) // columns))
-    sheet = Image.new("RGB", (columns * tile_width, rows * tile_height), "white")
-    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    sheet = Image.new("RGB", (columns * width, HEADER + rows * height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 6), "Misclassified test images (int8): the true class in green, the answer in red",
+              fill="black", font=pictures.font(HEADER_SIZE))
     for slot, index in enumerate(wrong):
-        left, top = (slot % columns) * tile_width, (slot // columns) * tile_height
-        sheet.paste(Image.fromarray(images[index]).resize((84, 84), Image.NEAREST), (left + 20, top + 2))
-        draw.text((left + 2, top + 88), names[labels[index]][:11], fill="green", font=font)
-        draw.text((left + 2, top + 100), "-> " + names[predictions[index]][:11], fill="red", font=font)
+        left, top = (slot % columns) * width, HEADER + (slot // columns) * height
+        frame = Image.fromarray(images[index]).resize((side, side), Image.Resampling.NEAREST)
+        sheet.paste(frame, (left + (width - side) // 2, top + 2))
+        draw.text((left + 6, top + side + 4), names[labels[index]], fill=(0, 128, 0), font=font)
+        draw.text((left + 6, top + side + 6 + CAPTION_SIZE), "→ " + names[predictions[index]], fill=(200, 0, 0),
+                  font=font)
     return sheet
 
 
-def save_png(image: Image.Image, path: pathlib.Path) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
-    image.save(temporary, format="PNG")
-    temporary.replace(path)
+def save_png(picture, path: pathlib.Path) -> None:
+    """A matplotlib figure or a Pillow image as a PNG, written whole or not at all."""
+    files.atomic_write_bytes(path, pictures.png_bytes(picture))
 
 
 def markdown(report: dict, labels: list[str]) -> str:
@@ -116,7 +123,8 @@ def write(stage: pathlib.Path, report: dict, labels: list[str], test_images: np.
           test_labels: np.ndarray, int8_probabilities: np.ndarray) -> None:
     """report.json, report.md and its two pictures, into `stage`."""
     confusion = np.array(report["metrics"]["int8"]["confusion"])
-    save_png(draw_confusion(confusion, labels, "int8 model, test set"), stage / "confusion_int8.png")
+    title = f"int8 model on the {confusion.sum():,} test images: {100 * np.trace(confusion) / confusion.sum():.2f}% right"
+    save_png(confusion_figure(confusion, labels, title), stage / "confusion_int8.png")
     predictions = int8_probabilities.argmax(axis=1)
     save_png(draw_misclassified(test_images, test_labels, predictions, labels), stage / "misclassified_int8.png")
     files.atomic_write_text(stage / "report.md", markdown(report, labels))

@@ -15,12 +15,11 @@ import edge_fashion
 from edge_fashion import config as config_module
 from edge_fashion import files
 from edge_fashion.converters import quantizers, tflite
-from edge_fashion.pipeline import (bundle, data, evaluate, numpy_check, photo_report, photos, quantization_report,
-                                   report, runs, train)
+from edge_fashion.pipeline import (bundle, data, evaluate, inputs, numpy_check, photo_report, photos,
+                                   quantization_report, report, runs, train)
 
 
-MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")
-TRAINED = "trained"  # OUT/trained/: what `train` wrote, which the next `convert` turns into a run.
+MODEL_NAMES, TRAINED = inputs.MODEL_NAMES, inputs.TRAINED  # The names the commands' quick checks look for.
 
 
 @dataclasses.dataclass(frozen=True)

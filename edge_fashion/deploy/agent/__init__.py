@@ -30,6 +30,8 @@ in use. Actions (main.ACTIONS):
                        renamed over the old one), restart edge-fashion.service if installed, keep
                        the KEEP newest releases
     releases DIR       answer the releases, their deploy time and model sha256, and the current one
+    service-check DIR  answer whether this machine can run the service for DIR: systemd running,
+                       DIR's absolute path one a unit can hold (nothing is written, DIR not made)
     service DIR        read a systemd unit (edge_fashion/deploy/service.py) from stdin, fill in
                        DIR and the scope (a system unit as root, else a user unit with lingering),
                        make DIR/serve-token if missing, enable and restart edge-fashion.service

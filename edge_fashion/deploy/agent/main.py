@@ -43,6 +43,10 @@ def list_releases(directory, arguments, stdin):
     return releases.list_releases(common.open_folder(directory, False))
 
 
+def check_service(directory, arguments, stdin):
+    return service.check(common.open_folder(directory, False))
+
+
 def install_service(directory, arguments, stdin):
     return service.install(common.open_folder(directory, True), stdin.read().decode())
 
@@ -61,7 +65,7 @@ def send_frames(directory, arguments, stdin):
 
 ACTIONS = {
     "prepare": prepare, "receive": receive, "verify": verify, "install": install, "self-test": self_test,
-    "switch": switch, "releases": list_releases, "service": install_service, "health": health,
+    "switch": switch, "releases": list_releases, "service-check": check_service, "service": install_service, "health": health,
     "frames": list_frames, "send": send_frames,
 }
 

@@ -42,11 +42,24 @@ def restart_if_installed() -> str:
     return RESTARTED if active else NOT_ACTIVE
 
 
-def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
-    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+def unit_directory(folder: pathlib.Path) -> str:
+    """The folder's absolute path, as the unit's shell line holds it unquoted."""
     directory = str(folder.resolve())
     if not SAFE_PATH.match(directory):
         raise common.AgentError(f"{directory}: a service needs a folder path of letters, digits and ._+-/ only")
+    return directory
+
+
+def check(folder: pathlib.Path) -> dict:
+    """What install() would refuse, found before a deploy copies anything."""
+    directory, system = unit_directory(folder), os.geteuid() == 0
+    systemctl(system)
+    return {"directory": directory, "scope": "system" if system else "user"}
+
+
+def fill_unit(template: str, folder: pathlib.Path, system: bool) -> str:
+    """The unit for this folder (absolute) and scope: multi-user.target as root, else default.target."""
+    directory = unit_directory(folder)
     return template.replace("@DIRECTORY@", directory).replace(
         "@WANTED_BY@", "multi-user.target" if system else "default.target")
 

@@ -1,0 +1,209 @@
+"""Where the garment is: the background fitted to the border, each pixel's difference from it, the cut.
+
+Every step gives the same bytes on every machine (integer sums, element-wise float arithmetic,
+nearest-rank percentiles: no BLAS, LAPACK or summation order), and the same result, mirrored, for
+a mirror image: columns are counted from the centre, so mirroring negates them exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+DARK_BORDER = 32  # A border whose median is at most this is a dark background, as in the data set.
+# A colour photo's cut is doubted when the background's residue (90th percentile on the border)
+# exceeds this share of the garment's contrast (99.5th percentile): a busy or garment-like background.
+DOUBTFUL_NOISE = 0.4
+GARMENT_WHITE = 0.9  # Share of a colour photo's garment pixels below the level that becomes white.
+GARMENT_LEVEL = 0.2  # Pixels above this share of the brightest one are the garment's (its mask).
+MIN_PEAK = 24  # A frame whose brightest difference is under this is blank.
+
+
+def border_pixels(image: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of an (H, W, ...) array, flattened to (2 * (H + W), ...)."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def centred(length: int) -> np.ndarray:
+    """Positions 0..length-1 as doubled offsets from the middle, whole numbers: (length,) int64.
+    Mirroring turns each into its exact negative."""
+    return 2 * np.arange(length, dtype=np.int64) - (length - 1)
+
+
+def solve_plane(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares a + b * column + c * row through points with (C, P) int64 values, `design` the
+    (3, P) int64 rows of ones, columns and rows: (a, b, c), each (C,) float64.
+
+    The normal equations' sums are exact integers and Cramer's rule is a fixed formula in Python
+    floats, so every machine gives the same bits, and negated columns give exactly the negated b.
+    """
+    (count, sx, sy), (_, sxx, sxy), (_, _, syy) = (design @ design.T).tolist()
+    sums = (values @ design.T).tolist()  # Per channel: [sum v, sum x v, sum y v].
+    c11, c12, c13 = float(sxx * syy - sxy * sxy), float(sy * sxy - sx * syy), float(sx * sxy - sxx * sy)
+    c22, c23, c33 = float(count * syy - sy * sy), float(sx * sy - count * sxy), float(count * sxx - sx * sx)
+    determinant = float(count) * c11 + float(sx) * c12 + float(sy) * c13
+    if determinant <= 0:  # The points lie on a line: a flat plane at their mean.
+        return np.array([row[0] / count for row in sums]), np.zeros(len(sums)), np.zeros(len(sums))
+    r0, r1, r2 = ([float(row[index]) for row in sums] for index in range(3))
+    return (np.array([(c11 * u + c12 * v + c13 * w) / determinant for u, v, w in zip(r0, r1, r2)]),
+            np.array([(c12 * u + c22 * v + c23 * w) / determinant for u, v, w in zip(r0, r1, r2)]),
+            np.array([(c13 * u + c23 * v + c33 * w) / determinant for u, v, w in zip(r0, r1, r2)]))
+
+
+def median(values: np.ndarray) -> float:
+    """np.median of a 1-D array, the same bits, from one partition."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    below, above = np.partition(values, [middle - 1, middle])[middle - 1: middle + 1].tolist()
+    return (below + above) / 2
+
+
+@functools.lru_cache(maxsize=16)
+def border_design(height: int, width: int) -> np.ndarray:
+    """(3, 2 * (H + W)) int64: ones, and the centred column and row of each border pixel."""
+    columns, rows = centred(width), centred(height)
+    return np.stack([np.ones(2 * (height + width), dtype=np.int64),
+                     border_pixels(np.broadcast_to(columns[np.newaxis, :], (height, width))),
+                     border_pixels(np.broadcast_to(rows[:, np.newaxis], (height, width)))])
+
+
+def background_planes(values: np.ndarray) -> list:
+    """A plane a + b*x + c*y fitted to the border of each channel, robust to a garment touching it:
+    [(H, W) float32], one per channel of (H, W) or (H, W, C) whole-numbered values."""
+    height, width = values.shape[:2]
+    flat = values.reshape(height, width, -1)  # (H, W, C)
+    if min(height, width) < 8:
+        return [np.full((height, width), np.median(border_pixels(flat[..., channel])), dtype=np.float32)
+                for channel in range(flat.shape[2])]
+    design = border_design(height, width)
+    border = border_pixels(flat).astype(np.int64).T  # (C, P)
+    keep = np.ones(border.shape[1], dtype=bool)
+    for _ in range(3):  # Refit without the border pixels the garment covers.
+        a, b, c = solve_plane(design[:, keep], border[:, keep])
+        fitted = a[:, np.newaxis] + b[:, np.newaxis] * design[1] + c[:, np.newaxis] * design[2]
+        residual = np.abs(border - fitted).max(axis=0)
+        keep = residual <= max(8.0, 2.5 * median(residual))
+    columns, rows = centred(width), centred(height)
+    # (a + b x) + c y, in that order, for every pixel.
+    return [((a[channel] + b[channel] * columns)[np.newaxis, :] + (c[channel] * rows)[:, np.newaxis]).astype(np.float32)
+            for channel in range(flat.shape[2])]
+
+
+def fit_background(values: np.ndarray) -> np.ndarray:
+    """background_planes as one float32 array of the shape of `values`."""
+    planes = background_planes(values)
+    return planes[0] if values.ndim == 2 else np.stack(planes, axis=-1)
+
+
+def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
+    """True for a photo's light background: a light border, and the garment darker than it.
+
+    The data set's images have a dark border. Of the pixels that differ clearly from the fitted
+    background, more differ by being darker: faint shading (vignetting) is ignored by the margin.
+    """
+    border = border_pixels(gray)
+    if float(np.median(border)) <= DARK_BORDER:
+        return False
+    if background is None:
+        background = fit_background(gray.astype(np.float32))
+    difference = gray.astype(np.float32) - background
+    margin = max(24.0, 3 * float(np.median(np.abs(border_pixels(difference)))))
+    # Sums in float64 are exact here, so no summation order can tip a near tie one way on one machine only.
+    darker = np.clip(-difference - margin, 0, None).sum(dtype=np.float64)
+    return float(darker) > float(np.clip(difference - margin, 0, None).sum(dtype=np.float64))
+
+
+def garment_signal(gray: np.ndarray) -> np.ndarray:
+    """How much each pixel of a (H, W) grey image differs from the background, 0 (background) to 255: float."""
+    background = fit_background(gray)
+    if has_light_background(gray, background):
+        # A photo: pixel = light * reflectance, so dividing by the background evens out the lighting.
+        signal = 255 * (1 - gray / np.maximum(background, 1))
+    else:
+        signal = gray - background
+    noise = min(128.0, nearest_rank(np.abs(border_pixels(signal)), 0.9) + 4)
+    return np.clip((signal - noise) * 255 / (255 - noise), 0, 255)
+
+
+def colour_distance(rgb: np.ndarray) -> np.ndarray:
+    """How far each pixel's colour is from the background fitted to each channel: (H, W) float32, 0-255.
+
+    Unlike luminance this finds a dark garment on a dark or coloured background and a pink dress on a
+    red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
+    (H, W, 3) uint8 or float32 in.
+    """
+    differences = [rgb[..., channel].astype(np.float32) - plane for channel, plane in enumerate(background_planes(rgb))]
+    # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
+    squares = differences[0] ** 2 + differences[1] ** 2 + differences[2] ** 2
+    return np.sqrt(squares / 3)
+
+
+def nearest_rank(values: np.ndarray, share: float) -> float:
+    """The value below which `share` of `values` lie: an element itself, never an interpolation, whose
+    last bits differ between numpy versions."""
+    rank = int(share * (values.size - 1))
+    return float(np.partition(values, rank)[rank])
+
+
+def otsu_level(signal: np.ndarray) -> float:
+    """Otsu's threshold of a (H, W) 0-255 signal: the level that best splits it into two classes
+    (background and garment) by between-class variance. Integer histogram and element-wise float64
+    arithmetic only, so every numpy version picks the same level."""
+    counts = np.bincount(np.clip(signal, 0, 255).astype(np.int64).ravel(), minlength=256).astype(np.float64)
+    below = np.cumsum(counts)  # Exact: whole numbers far under 2**53.
+    below_sum = np.cumsum(counts * np.arange(256, dtype=np.float64))
+    above = below[-1] - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (below_sum[-1] * below / below[-1] - below_sum) ** 2 / (below * above)
+    return float(np.argmax(np.where(np.isfinite(between), between, 0.0)))
+
+
+def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A colour photo's (H, W) distance with its background cut away, 0-255, and whether the cut is
+    to be doubted for a busy background.
+
+    What lies under the border's residue (its 90th percentile) is cut away as background, or under
+    Otsu's level where that is lower: when the garment covers much of the border or the background
+    is busy, the border's residue is the garment's own contrast, and cutting there left a dim or
+    empty frame (on the photos' choosing part the Otsu bound took 44.0% to 47.1%).
+    Doubt: the background's residue is a large share of the garment's contrast.
+    """
+    noise = nearest_rank(border_pixels(distance), 0.9)
+    peak = nearest_rank(distance.ravel(), 0.995)
+    cut = min(noise + 4, otsu_level(distance))
+    cleaned = np.clip((distance - cut) * 255 / max(1.0, 255 - cut), 0, 255)
+    return cleaned, bool(noise > DOUBTFUL_NOISE * peak)
+
+
+def garment_mask(signal: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels bright enough to be the garment's; ValueError when the frame is blank."""
+    peak = float(signal.max()) if signal.size else 0.0
+    if peak < MIN_PEAK:
+        raise ValueError("no garment found: the frame is blank or uniform")
+    return signal > GARMENT_LEVEL * peak
+
+
+def garment_box(signal: np.ndarray, mask: np.ndarray | None = None) -> tuple:
+    """(top, bottom, left, right) around the garment, ignoring specks; ValueError when blank."""
+    mask = garment_mask(signal) if mask is None else mask
+    rows = np.flatnonzero(mask.sum(axis=1) >= max(1, 0.02 * mask.shape[1]))
+    columns = np.flatnonzero(mask.sum(axis=0) >= max(1, 0.02 * mask.shape[0]))
+    if not rows.size or not columns.size:
+        raise ValueError("no garment found: only specks differ from the background")
+    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+
+
+def whiten(garment: np.ndarray) -> np.ndarray:
+    """A print or a seam can be far brighter than the cloth: scaling by the brightest pixel would leave
+    the garment dim. Clip so the garment's bright part (the top tenth of what is not background) is white."""
+    lit = garment[garment > 0]
+    level = nearest_rank(lit, GARMENT_WHITE) if lit.size else 0.0
+    return np.minimum(garment, level) if level > 0 else garment
+
+
+def touches(box: tuple, shape: tuple) -> int:
+    """How many sides of a (H, W) frame the box (top, bottom, left, right) touches."""
+    top, bottom, left, right = box
+    return int(top == 0) + int(left == 0) + int(bottom == shape[0]) + int(right == shape[1])
