@@ -14,6 +14,7 @@ from edge_fashion import config as config_module
 from edge_fashion.pipeline import augment as augment_module
 from edge_fashion.pipeline import data
 from edge_fashion.pipeline import model as model_module
+from fashion_board import preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,16 @@ def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Te
         images = flip(images, flip_seed)
     if config.mixup > 0:
         images, targets = mixup(images, targets, config.mixup, mixup_seed)
-    return images, targets
+    return board_orientation(images), targets
+
+
+def board_orientation(images: tf.Tensor) -> tf.Tensor:
+    """(B, 28, 28) float32 images as the board would turn them were they its frames: rounded to
+    uint8 and put through the board's own canonical_orientation (a warp or a shift can move a
+    garment's mass across the middle)."""
+    frames = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    turned = tf.numpy_function(preprocess.canonical_orientation, [frames], tf.uint8, stateful=False)
+    return tf.cast(tf.ensure_shape(turned, images.shape), tf.float32)
 
 
 def steps_per_epoch(config: config_module.BuildConfig, split: Split) -> int:
