@@ -30,7 +30,7 @@ from PIL import Image
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fashion_board import capture, preprocess  # noqa: E402
+from fashion_board import capture, preprocess, resample  # noqa: E402
 
 # The two folders of labelled photos; each has a labels.csv and one sub-folder per class.
 SOURCES = [pathlib.Path(folder) for folder in
@@ -98,7 +98,7 @@ def downscaled(path: pathlib.Path) -> bytes:
     with preprocess.decode(path, True) as image:
         rgb = np.asarray(image.convert("RGB"))
     if max(rgb.shape[:2]) > SIDE:
-        rgb = np.stack([preprocess.shrink(rgb[..., channel], SIDE) for channel in range(3)], axis=-1)
+        rgb = resample.shrink(rgb, SIDE)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=QUALITY, optimize=True)
     return buffer.getvalue()

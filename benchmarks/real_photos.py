@@ -32,12 +32,14 @@ from PIL import Image, ImageDraw
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from edge_fashion import config as config_module  # noqa: E402
 from fashion_board import capture, preprocess  # noqa: E402
 from edge_fashion.pipeline import data, evaluate, stages, train  # noqa: E402
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser and log writer)
 import make_stock_photos  # noqa: E402  (the split and the source folders)
+from test_classify import camera_frame  # noqa: E402  (the tests' camera frames, as benchmarks/proxies.py makes them)
 
 LOG = REPO / "benchmarks" / "real_photos.jsonl"
 CACHE = pathlib.Path(os.environ.get("EDGE_FASHION_FRAME_CACHE", "/tmp/edge-fashion-frames"))
@@ -71,7 +73,8 @@ def make_frames(paths: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for number, path in enumerate(paths):
         started = time.perf_counter()
         try:
-            frames[number], unsure[number] = preprocess.preprocess_with_doubt(preprocess.decode(path, True), None)
+            frame = preprocess.make_frame(preprocess.decode(path, True), None)
+            frames[number], unsure[number] = frame.pixels, frame.unsure
         except ValueError:
             unsure[number] = True  # No garment found: an empty frame, a wrong answer.
         milliseconds[number] = 1000 * (time.perf_counter() - started)
@@ -139,19 +142,25 @@ def synthetic_frame(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(gray[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8))
 
 
-def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clean images, their synthetic camera frames through the board's preprocessing, labels):
-    SYNTHETIC_PER_CLASS of each class, seeded; the frames made once and cached under `name`."""
-    chosen = data.stratified_indices(labels, SYNTHETIC_PER_CLASS * 10, 5)
-    images, labels = images[chosen], labels[chosen].astype(np.int64)
-    cache = CACHE / f"synthetic-{name}-{board_fingerprint()}.npz"
+SYNTHETIC = {"camera": camera_frame, "textured": synthetic_frame}  # How a frame is made of an image.
+
+
+def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str, kind: str):
+    """(clean images, their synthetic frames of `kind` through the board's preprocessing, labels, in
+    the even sample): SYNTHETIC_PER_CLASS of each class, seeded, and all the bags besides; the frames made
+    once and cached under `name`."""
+    sample = np.zeros(len(labels), bool)
+    sample[data.stratified_indices(labels, SYNTHETIC_PER_CLASS * 10, 5)] = True
+    chosen = sample | (labels == data.LABELS.index("Bag"))
+    images, labels, sample = images[chosen], labels[chosen].astype(np.int64), sample[chosen]
+    cache = CACHE / f"synthetic-{kind}-{name}-{board_fingerprint()}.npz"
     if cache.is_file():
-        return images, np.load(cache)["frames"], labels
+        return images, np.load(cache)["frames"], labels, sample
     rng = np.random.default_rng(5)
     frames = np.zeros_like(images)
     for number, image in enumerate(images):
         buffer = io.BytesIO()
-        synthetic_frame(image, rng).save(buffer, "JPEG", quality=90)
+        SYNTHETIC[kind](image, rng).save(buffer, "JPEG", quality=90)
         buffer.seek(0)
         try:
             frames[number] = preprocess.preprocess(preprocess.decode(buffer, True), None)
@@ -159,20 +168,25 @@ def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[np
             pass  # No garment found: an empty frame, a wrong answer.
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(cache, frames=frames)
-    return images, frames, labels
+    return images, frames, labels, sample
 
 
 def synthetic_figures(model, images: np.ndarray, labels: np.ndarray, name: str) -> dict:
-    """A model (TFLite bytes, or Keras) on synthetic camera frames of `images` against the same images
-    clean; bags alone. Folds use validation images (`name` says which), finals the test set's."""
-    images, frames, labels = synthetic_set(images, labels, name)
+    """A model (TFLite bytes, or Keras) on synthetic frames of `images` (the tests' camera frames, and
+    textured floors) against the same images clean, over an even sample of the classes and over every
+    bag. Folds use validation images (`name` says which), finals the test set's."""
     run = (lambda pixels: evaluate.run_tflite(model, pixels)) if isinstance(model, bytes) else (
         lambda pixels: evaluate.run_keras(model, pixels))
-    clean = run(images).argmax(axis=1) == labels
-    camera = run(frames).argmax(axis=1) == labels
-    bags = labels == data.LABELS.index("Bag")
-    return {"synthetic_clean": float(clean.mean()), "synthetic_camera": float(camera.mean()),
-            "synthetic_bag_clean": float(clean[bags].mean()), "synthetic_bag_camera": float(camera[bags].mean())}
+    record = {}
+    for kind in SYNTHETIC:
+        chosen, frames, chosen_labels, sample = synthetic_set(images, labels, name, kind)
+        clean = run(chosen).argmax(axis=1) == chosen_labels
+        framed = run(frames).argmax(axis=1) == chosen_labels
+        bags = chosen_labels == data.LABELS.index("Bag")
+        record.update({f"{kind}_clean": float(clean[sample].mean()), f"{kind}": float(framed[sample].mean()),
+                       f"{kind}_bags_clean": float(clean[bags].mean()), f"{kind}_bags": float(framed[bags].mean()),
+                       f"{kind}_bag_count": int(bags.sum())})
+    return record
 
 
 def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns: int = 12) -> None:
@@ -206,7 +220,7 @@ def camera_frame_timing(paths: list) -> str:
     for content in jpegs * 3:
         started = time.perf_counter()
         try:
-            preprocess.preprocess_with_doubt(preprocess.decode(io.BytesIO(content), use_draft=True), None)
+            preprocess.make_frame(preprocess.decode(io.BytesIO(content), use_draft=True), None)
         except ValueError:
             pass  # No garment found: it still took its time.
         milliseconds.append(1000 * (time.perf_counter() - started))
@@ -241,13 +255,18 @@ def fold_one(name: str, seed: int, preset: str, overrides: dict, dataset, origin
     if config.stock_photos:
         split = dataclasses.replace(split, photo_images=copies.frames[training],
                                     photo_labels=copies.labels[training].astype(np.uint8))
+    cpu_started = time.process_time()
     result = train.train(config, split)
+    cpu_seconds = time.process_time() - cpu_started
     measured = originals.subset(originals.folds == fold)
     record = {"kind": "fold", "split": "stock", "name": name, "seed": seed, "fold": fold, "preset": preset,
               "overrides": overrides, "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
               "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds,
-              "images_per_second": result.images_per_second}
+              "train_cpu_seconds": cpu_seconds, "images_per_second": result.images_per_second}
     record.update(photo_figures(evaluate.run_keras(result.model, measured.frames), measured, "held_fold"))
+    if len(split.photo_labels):  # How well the photos it trained on are fitted: against the held fold, overfitting.
+        fitted = evaluate.run_keras(result.model, split.photo_images).argmax(axis=1) == split.photo_labels
+        record["trained_photos_accuracy"] = float(fitted.mean())
     record.update(synthetic_figures(result.model, split.validation_images, split.validation_labels,
                                     f"validation-{seed}"))
     return record
