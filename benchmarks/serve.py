@@ -1,5 +1,6 @@
 """What serving costs: classify.py --replay at full speed, with --serve and 5 browsers' worth of clients
-(each an MJPEG stream and a Server-Sent Events stream, as the page opens), against the same without --serve.
+(each the page's Server-Sent Events stream, which carries every frame shown with its pictures),
+against the same without --serve.
 
 Usage (after `edge-fashion build`, from the repository root):
     python benchmarks/serve.py --bundle artifacts/device --photos /work/shared/photos --frames 3000
@@ -42,18 +43,18 @@ def replay_folder(photos: pathlib.Path, count: int, folder: pathlib.Path) -> pat
     return folder
 
 
-def client(url: str, path: str, received: list) -> None:
-    """Read a stream until the server goes away; count the bytes and the frames or events."""
-    frames = size = 0
-    marker = b"--frame" if path == "stream.mjpg" else b"data: "
+def page_client(url: str, received: list) -> None:
+    """One browser's page: its event stream, read until the server goes away; the frames' events
+    (each a record, the frame's pictures and the rates) and the bytes."""
+    counts = {"events": 0, "bytes": 0}
     try:
-        with urllib.request.urlopen(url + path, timeout=30) as response:
+        with urllib.request.urlopen(url + "events", timeout=30) as response:
             for line in response:
-                size += len(line)
-                frames += line.startswith(marker)
+                counts["bytes"] += len(line)
+                counts["events"] += line.startswith(b"id: ")  # Each frame's events start with its id.
     except OSError:
         pass  # The server stopped at the end of the run.
-    received.append((path, frames, size))
+    received.append(counts)
 
 
 def run(python: str, bundle: pathlib.Path, folder: pathlib.Path, frames: int, serve: bool) -> dict:
@@ -67,8 +68,7 @@ def run(python: str, bundle: pathlib.Path, folder: pathlib.Path, frames: int, se
         received, threads = [], []
         if serve:
             url = wait_for_url(stderr, process)
-            threads = [threading.Thread(target=client, args=(url, path, received))
-                       for _ in range(BROWSERS) for path in ("stream.mjpg", "events")]
+            threads = [threading.Thread(target=page_client, args=(url, received)) for _ in range(BROWSERS)]
             for thread in threads:
                 thread.start()
         _, status, usage = os.wait4(process.pid, 0)
@@ -119,7 +119,7 @@ def main() -> None:
 
 def report(results: dict, arguments) -> None:
     print(f"\n{arguments.frames} frames of {arguments.images} real photos (JPEG, up to 320 px), --fps 0, "
-          f"median of {arguments.runs} runs each; served: {BROWSERS} browsers (MJPEG + events each)\n")
+          f"median of {arguments.runs} runs each; served: {BROWSERS} browsers (the page's events and pictures)\n")
     print("| | frames/s | ms/frame p50 | CPU of classify.py | its CPU ms per frame |")
     print("| --- | --- | --- | --- | --- |")
     medians = {}
@@ -129,11 +129,10 @@ def report(results: dict, arguments) -> None:
               f"{100 * medians[serve]['cpu']:.0f}% | {medians[serve]['cpu_ms']:.2f} |")
     cost = 1 - medians[True]["fps"] / medians[False]["fps"]
     last = results[True][-1]["received"]
-    streamed = [frames for path, frames, _ in last if path == "stream.mjpg"]
-    events = [frames for path, frames, _ in last if path == "events"]
-    megabytes = sum(size for _, _, size in last) / 1e6
-    print(f"\nclients (last run): {len(streamed)} MJPEG streams got {min(streamed)}-{max(streamed)} frames, "
-          f"{len(events)} event streams {min(events)}-{max(events)} events, {megabytes:.1f} MB in all")
+    events = [counts["events"] for counts in last]
+    megabytes = sum(counts["bytes"] for counts in last) / 1e6
+    print(f"\nclients (last run): {len(last)} pages got {min(events)}-{max(events)} frames with their pictures, "
+          f"{megabytes:.1f} MB in all")
     print(f"serving costs {100 * cost:.1f}% of the frames per second "
           f"({'within' if cost <= TARGET_COST else 'OVER'} the {100 * TARGET_COST:.0f}% target), and "
           f"{100 * (medians[True]['cpu_ms'] / medians[False]['cpu_ms'] - 1):.1f}% more CPU per frame "

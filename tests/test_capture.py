@@ -18,22 +18,7 @@ from edge_fashion.deploy import transport
 
 PHOTOS = REPO / "tests" / "photos"
 CLASSIFY = REPO / "device" / "classify.py"
-PICAMERA2_STAND_IN = '''
-"""A stand-in for the Pi camera library: a real photo's luma as Picamera2's YUV420 array."""
-import numpy as np
-from PIL import Image
-
-class Picamera2:
-    def create_preview_configuration(self, main):
-        return main
-    def configure(self, config):
-        pass
-    def start(self):
-        pass
-    def capture_array(self):
-        luma = np.asarray(Image.open(__file__.replace("__init__.py", "frame.jpg")).convert("L").resize((640, 480)))
-        return np.concatenate([luma, np.full((240, 640), 128, np.uint8)])
-'''
+PICAMERA2_STAND_IN = (REPO / "tests" / "picamera2_stand_in.py").read_text()  # YUV420 lores frames of frame.jpg.
 
 
 def photo(folder: str, number: int = 0) -> pathlib.Path:
@@ -79,7 +64,7 @@ def test_save_frames_keeps_camera_frames_as_jpeg(tiny_build, device_python, tmp_
     assert len(files) == 2 and [path.parent.name for path in files] == [label.replace("/", "-") for label in labels]
     assert all(path.suffix == ".jpg" and path.name.startswith("camera-") for path in files)
     frame = Image.open(io.BytesIO(files[0].read_bytes()))
-    assert frame.format == "JPEG" and frame.size == (640, 480) and not list(kept.rglob(".*"))
+    assert frame.format == "JPEG" and frame.size == (320, 240) and not list(kept.rglob(".*"))  # The lores stream.
 
 
 def test_save_frames_needs_the_camera_or_a_watched_folder_outside_it(device_python, tmp_path):

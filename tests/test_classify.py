@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import REPO
 from edge_fashion.pipeline import data, evaluate
-from fashion_board import quantization
+from fashion_board import quantization, record
 
 CLASSIFY = REPO / "device" / "classify.py"
 DEVICE_CODE = [CLASSIFY, *sorted((REPO / "device" / "fashion_board").glob("*.py"))]
@@ -74,6 +74,28 @@ def camera_frame(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     vignetting = 1 - 0.25 * ((rows - 0.375) ** 2 + (columns - 0.5) ** 2)
     gray = 210 * gradient * vignetting * reflectance + rng.normal(0, 5, reflectance.shape)
     return Image.fromarray(np.clip(gray[..., None] * np.array([1.0, 0.97, 0.9]), 0, 255).astype(np.uint8))
+
+
+BORDER = 16  # Black around pictures of several garments.
+
+
+def enlarged(image: np.ndarray, scale: float) -> np.ndarray:
+    """A 28x28 test image scaled up (bicubic), trimmed to its lit columns."""
+    side = round(28 * scale)
+    big = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+    columns = np.flatnonzero(big.max(axis=0) > 16)
+    return big[:, columns[0]: columns[-1] + 1]
+
+
+def side_by_side(first: np.ndarray, second: np.ndarray, gap: int) -> np.ndarray:
+    """Two enlarged images on black, `gap` px apart (0: touching), bottoms aligned, with a black border."""
+    height = max(first.shape[0], second.shape[0])
+    canvas = np.zeros((height + 2 * BORDER, first.shape[1] + gap + second.shape[1] + 2 * BORDER), np.uint8)
+    for image, left in ((first, BORDER), (second, BORDER + first.shape[1] + gap)):
+        top = BORDER + height - image.shape[0]
+        region = canvas[top: top + image.shape[0], left: left + image.shape[1]]
+        np.maximum(region, image, out=region)
+    return canvas
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +210,31 @@ def test_predictions_equal_the_host_evaluators_int8_predictions(device_python, d
     assert records(result.stdout)[-1]["summary"]["runtime"] == "tflite_runtime 2.14.0"
 
 
+def test_mirrored_images_give_the_same_answers_and_pairs_of_shoes_their_class(device_python, device, test_set,
+                                                                             tmp_path):
+    """A shoe facing right is the shoe facing left (the same frame, so the same answer); a pair of
+    shoes side by side, apart or touching, is classified by one of them and counted as two objects."""
+    images, labels = test_set
+    chosen = np.concatenate([np.flatnonzero(labels == label)[:20] for label in range(10)])
+    plain = save_png(tmp_path / "plain", images[chosen])
+    mirrored = save_png(tmp_path / "mirrored", images[chosen, :, ::-1])
+    shoes = np.concatenate([np.flatnonzero(labels == label)[:40].reshape(20, 2) for label in (5, 7, 9)])
+    pairs = {gap: save_png(tmp_path / f"pairs-{gap}", [side_by_side(enlarged(images[first], 4), enlarged(images[second], 4),
+                                                                    gap) for first, second in shoes]) for gap in (8, 0)}
+    result = run(device_python, device / "classify.py", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    found = by_path(result.stdout)
+    answers = {name: np.array([found[str(path)]["index"] for path in paths])
+               for name, paths in {"plain": plain, "mirrored": mirrored, **pairs}.items()}
+    assert answers["mirrored"].tolist() == answers["plain"].tolist()
+    assert answers["plain"].tolist() == host_predictions(device / "model_int8.tflite", images[chosen]).tolist()
+    for gap in (8, 0):
+        objects = [found[str(path)]["objects"] for path in pairs[gap]]
+        right = float(np.mean(answers[gap] == labels[shoes[:, 0]]))
+        print(f"pairs {gap} px apart: {right:.1%} right, two objects seen in {objects.count(2)} of {len(objects)}")
+        assert objects.count(2) >= 0.9 * len(objects) and right >= 0.75
+
+
 def test_camera_like_frames_are_mostly_right(device_python, device, test_set, tmp_path, record_property):
     images, labels = test_set
     count = 200
@@ -296,11 +343,14 @@ def test_json_schema_threshold_and_saved_inputs(device_python, device, test_set,
     images, _ = test_set
     paths = save_png(tmp_path / "in", images[:4])
     seen = tmp_path / "seen"
-    result = run(device_python, device / "classify.py", *paths, "--json", "--top-k", "2", "--threshold", "1.01",
+    result = run(device_python, device / "classify.py", *paths, "--json", "--top-k", "2", "--threshold", "1",
                  "--save-preprocessed", seen)
     lines = records(result.stdout)
-    assert [set(line) for line in lines[:-1]] == [{"path", "label", "index", "score", "top_k", "unsure", "ms"}] * 4
-    assert all(line["unsure"] and len(line["top_k"]) == 2 for line in lines[:-1])
+    assert [set(line) for line in lines[:-1]] == [set(record.RESULT_KEYS)] * 4
+    for line in lines[:-1]:
+        record.validate(line)
+    assert all(line["unsure"] and len(line["top_k"]) == 2 and line["objects"] == 1 for line in lines[:-1])  # Scores < 1.
+    assert [line["frame"] for line in lines[:-1]] == [1, 2, 3, 4] and [line["path"] for line in lines[:-1]] == list(map(str, paths))
     assert set(lines[-1]["summary"]) == {"count", "errors", "ms_mean", "ms_p50", "ms_p95", "fps", "runtime"}
     saved = sorted(seen.iterdir())
     turned = load_board().preprocess.canonical_orientation(images[:4])
@@ -317,7 +367,8 @@ def test_roi_crops_the_frame_first(device_python, device, test_set, tmp_path):
     result = run(device_python, device / "classify.py", tmp_path / "two.png", "--roi", "150,50,28,28",
                  "--save-preprocessed", seen)
     assert result.returncode == 0, result.stderr
-    assert np.array_equal(np.asarray(Image.open(next(seen.iterdir()))), load_board().preprocess.canonical_orientation(images[7]))
+    turned = load_board().preprocess.canonical_orientation(images[7])
+    assert np.array_equal(np.asarray(Image.open(next(seen.iterdir()))), turned)
     outside = run(device_python, device / "classify.py", tmp_path / "two.png", "--roi", "150,50,100,28")
     assert outside.returncode == ERROR_EXIT and "outside" in outside.stdout
 
@@ -448,23 +499,7 @@ def test_camera_without_picamera2_or_opencv_names_what_to_install(device_python,
     assert result.returncode == MODEL_EXIT and "keep Debian's numpy" in result.stderr
 
 
-PICAMERA2_STAND_IN = '''
-"""A stand-in for the Pi camera library: YUV420 frames of a photo-like garment, as Picamera2 returns them."""
-import numpy as np
-from PIL import Image
-
-class Picamera2:
-    def create_preview_configuration(self, main):
-        return main
-    def configure(self, config):
-        self.size = config["size"]
-    def start(self):
-        pass
-    def capture_array(self):
-        luma = np.asarray(Image.open(__file__.replace("__init__.py", "frame.png")).convert("L"))
-        chroma = np.full((luma.shape[0] // 2, luma.shape[1]), 128, np.uint8)
-        return np.concatenate([luma, chroma])
-'''
+PICAMERA2_STAND_IN = (REPO / "tests" / "picamera2_stand_in.py").read_text()  # YUV420 lores frames of frame.png.
 
 
 def test_camera_loop_and_ctrl_c(device_python, device, test_set, tmp_path):

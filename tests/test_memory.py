@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from PIL import Image, ImageDraw
+from fashion_board import record
 
 from test_classify import by_path, device, records, save_png, test_set  # noqa: F401 (device, test_set: fixtures)
 
@@ -175,7 +176,9 @@ def test_a_fifo_named_on_the_command_line_never_hangs(device_python, device, tes
     os.mkfifo(fifo)
     alone = subprocess.run([str(device_python), str(device / "classify.py"), str(fifo), "--json"],
                            capture_output=True, text=True, timeout=60, check=False)
-    assert records(alone.stdout)[0] == {"path": str(fifo), "error": f"the FIFO {fifo} is empty"}
+    line = records(alone.stdout)[0]
+    record.validate(line)
+    assert (line["path"], line["error"], line["frame"]) == (str(fifo), f"the FIFO {fifo} is empty", 1)
     image = (tmp_path / "00000.png").read_bytes()
     # A writer waiting in open() already counts as one, so classify.py's read waits for its bytes.
     writer = threading.Thread(target=lambda: fifo.write_bytes(image), daemon=True)

@@ -183,3 +183,70 @@ def test_a_deploy_killed_before_its_switch_leaves_current_whole(board, bundle_a,
     finished = deploy.deploy(bundle_b, board.target())
     assert finished.sent == () and finished.previous == release_of(bundle_a)
     assert_current_is(board, bundle_b)
+
+
+def test_a_prune_that_died_half_way_is_finished_by_the_next(board, bundle_a, bundle_b, tmp_path):
+    """A death inside prune's removal leaves releases/.removing-<r>; once <r> is deployed and pruned
+    again, that deploy and every later one still switch, prune down to --keep and clean it up."""
+    deploy.deploy(bundle_a, board.target())
+    leftover = board.folder / "releases" / f".removing-{release_of(bundle_a)}"
+    shutil.copytree(board.folder / "releases" / release_of(bundle_a), leftover)  # Half removed, as a death leaves it.
+    bundle_c = variant(bundle_a, tmp_path / "bundle_c", "Release C.")
+    for bundle in (bundle_b, bundle_c):
+        deploy.deploy(bundle, board.target(), keep=1)
+        assert board.releases() == [release_of(bundle)]
+        assert_current_is(board, bundle)
+    assert not [path.name for path in (board.folder / "releases").iterdir() if path.name.startswith(".")]
+
+
+def test_a_metadata_write_that_died_is_cleaned_by_the_next_switch(board, bundle_a):
+    """What a switch's write of .release.json left when it died (a kill, or a full disk under the
+    agent before it wrote files whole) goes at the next switch to that release."""
+    deploy.deploy(bundle_a, board.target())
+    folder = board.folder / "releases" / release_of(bundle_a)
+    for stale in (".release.json.partial-4242", "..release.json.partial-4243"):
+        (folder / stale).write_text('{"deployed_at": ')
+    deploy.deploy(bundle_a, board.target())
+    assert not list(folder.glob("*.partial-*"))
+    assert_current_is(board, bundle_a)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: room for a release or two, then filled up by the test."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(folder: pathlib.Path) -> pathlib.Path:
+    """Write to folder/padding until the disk is full."""
+    padding = folder / "padding"
+    with contextlib.suppress(OSError), padding.open("wb") as output:
+        while True:
+            output.write(b"\0" * 65536)
+            output.flush()
+    return padding
+
+
+def test_a_full_disk_at_the_switch_leaves_no_partial_and_the_old_release_current(
+        bundle_a, bundle_b, small_disk, device_python):
+    target = deploy.parse_target(str(small_disk / "board"), python=str(device_python))
+    deploy.deploy(bundle_a, target)
+    deploy.deploy(bundle_b, target)
+    padding = fill(small_disk)
+    # Release A is whole on the board: nothing to copy, the self-test passes, the switch has to write.
+    with pytest.raises(ValueError, match="[Nn]o space left") as error:
+        deploy.deploy(bundle_a, target)
+    assert "\n" not in str(error.value)
+    assert os.readlink(small_disk / "board" / "current") == f"releases/{release_of(bundle_b)}"
+    assert not list(small_disk.rglob("*.partial-*"))
+    padding.unlink()
+    deploy.deploy(bundle_a, target)
+    assert os.readlink(small_disk / "board" / "current") == f"releases/{release_of(bundle_a)}"
+    assert not list(small_disk.rglob("*.partial-*"))

@@ -124,7 +124,8 @@ def plain_run(python, bundle, folder) -> dict:
 
 
 def without_ms(line: dict) -> dict:
-    return {key: value for key, value in line.items() if key not in ("ms", "path")}
+    """A record without what differs between runs: the time, the path and the frame's number in the run."""
+    return {key: value for key, value in line.items() if key not in ("ms", "path", "frame")}
 
 
 def read_multipart_jpeg(response) -> bytes:
@@ -140,10 +141,18 @@ def read_multipart_jpeg(response) -> bytes:
     return jpeg
 
 
-def read_event(response) -> dict:
+def read_event(response, kind: str = "message") -> dict:
+    """The data of the next Server-Sent Event of this kind: "message" (a frame's record) or "rates"."""
+    event, data = "message", None
     for line in response:
-        if line.startswith(b"data: "):
-            return json.loads(line[len(b"data: "):])
+        if line.startswith(b"event: "):
+            event = line[len(b"event: "):].strip().decode()
+        elif line.startswith(b"data: "):
+            data = json.loads(line[len(b"data: "):])
+        elif line == b"\n":
+            if data is not None and event == kind:
+                return data
+            event, data = "message", None
     raise AssertionError("the event stream ended")
 
 
@@ -152,7 +161,7 @@ def test_page_stream_events_and_lines_match_a_plain_run(serve, device_python, bu
     served = serve("--replay", str(frames), "--fps", "30", "--top-k", "3")
     status, headers, page = served.get("/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert b"EventSource" in page and b"stream.mjpg" in page
+    assert b"EventSource" in page and b'"pictures"' in page
     assert b"http://" not in page and b"https://" not in page and b"src=\"//" not in page  # No external assets.
     with urllib.request.urlopen(served.url + "stream.mjpg", timeout=30) as response:
         assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
@@ -163,11 +172,13 @@ def test_page_stream_events_and_lines_match_a_plain_run(serve, device_python, bu
         assert response.headers["Content-Type"] == "text/event-stream"
         for _ in range(5):
             event = read_event(response)
-            line = expected[pathlib.Path(event["name"]).name]
-            assert event["label"] == line["label"] and event["top"] == line["top_k"]
-            assert event["seen"].startswith("data:image/png;base64,") and event["fps"] > 0
+            assert without_ms(event) == without_ms(expected[pathlib.Path(event["path"]).name])
+            assert read_event(response, "rates")["fps"] > 0
+            status, headers, seen = served.get(f"/frames/{event['frame']}/seen.png")
+            assert status == 200 and headers["Content-Type"] == "image/png"
+            assert Image.open(io.BytesIO(seen)).size == (28, 28)
     status, latest = served.json("/latest.json")
-    assert status == 200 and latest["label"] == expected[pathlib.Path(latest["name"]).name]["label"]
+    assert status == 200 and latest["label"] == expected[pathlib.Path(latest["path"]).name]["label"]
     lines, _ = served.stop()
     assert len(lines) > 12 and "summary" in lines[-1]
     for line in lines[:-1]:
@@ -223,16 +234,21 @@ def test_capture_saves_the_raw_frame_with_its_prediction(serve, frames, tmp_path
     served.wait_until(served.frames_done, "a first frame")
     labels = json.loads(served.get("/")[2].split(b"const LABELS = ")[1].split(b";")[0])
     capture = {"Content-Type": "application/json"}
-    status, answer = served.json("/capture", headers=capture, body=json.dumps({"label": labels[0]}).encode())
+    frame = served.json("/latest.json")[1]["frame"]
+    status, answer = served.json("/capture", headers=capture, body=json.dumps({"label": labels[0], "frame": frame}).encode())
     assert status == 201, answer
     folder = tmp_path / "labelled" / labels[0].replace("/", "-")
     saved = folder / pathlib.PurePath(answer["saved"]).name
     assert saved.read_bytes() == (one / "4.jpg").read_bytes()  # The raw frame, as it came.
     record = json.loads((folder / (saved.stem + ".json")).read_text())
-    assert record["label"] == labels[0] and record["file"] == saved.name and len(record["prediction"]) == 3
+    assert record["capture"] == {"label": labels[0], "file": saved.name} and len(record["top_k"]) == 3
+    assert record["frame"] == frame
     for bad in ("../../escape", "Coat/../../x", "", 7, None):
-        status, answer = served.json("/capture", headers=capture, body=json.dumps({"label": bad}).encode())
+        status, answer = served.json("/capture", headers=capture, body=json.dumps({"label": bad, "frame": frame}).encode())
         assert status == 400 and "one of the model's labels" in answer["error"]
+    for bad in (None, "1", 0, True, [frame]):
+        status, answer = served.json("/capture", headers=capture, body=json.dumps({"label": labels[0], "frame": bad}).encode())
+        assert status == 400 and "name the frame on screen" in answer["error"]
     assert served.get("/capture", headers={"Content-Type": "text/plain"}, body=b'{"label": "Coat"}')[0] == 415
     assert served.get("/capture", headers=capture, body=b"{" + b" " * 5000 + b"}")[0] == 413
     assert served.get("/capture", headers=capture, body=b"not json")[0] == 400
@@ -286,7 +302,7 @@ def test_twenty_clients_at_once_lose_nothing(serve, frames):
     assert not failures and len(results) == 20
     for kind, received in results:
         if kind == "events":
-            numbers = [event["number"] for event in received]
+            numbers = [event["frame"] for event in received]
             assert numbers == sorted(set(numbers))  # Each event newer than the one before.
         else:
             assert all(jpeg[:3] == b"\xff\xd8\xff" for jpeg in received)

@@ -2,7 +2,9 @@
 
 Modules, by concern: common (shared names), runtimes (interpreter chain, checked model, Classifier),
 preprocess (image to the 28x28 frame, turned one way), resample (exact integer shrinking),
-segment (background fit and the garment's cut), sources (files, stdin, camera, watch), stream (batches and
-output lines), capture (--save-frames), selftest (the manifest's cases). Nothing here imports the
-host-side package.
+segment (background fit and the garment's cut), objects (several objects: which one to keep),
+yuv (camera frames as YUV420 planes), sources (files, stdin, camera, watch), stream (batches and
+output lines), record (the one record of a frame), capture (--save-frames and the page's captures),
+selftest (the manifest's cases), serve, live and page (--serve). Nothing here imports the host-side
+package.
 """

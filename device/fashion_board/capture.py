@@ -1,14 +1,17 @@
-"""Keeping classified frames as they came, sorted by the answer (`--save-frames DIR`).
+"""Keeping frames as they came, in folders by class: every classified one by its answer
+(`--save-frames DIR`), or one labelled by a user on the live page (`--serve`'s captures).
 
 Each camera or watched frame that was classified lands in DIR/<predicted label, "/" as "-">/, so a
 user can move the wrong ones into the right folder and train on DIR (`edge-fashion build --photos
 DIR`). Camera frames are encoded as JPEG; a watched file is copied byte for byte. Each file is
-written under a hidden temporary name and renamed into place, so DIR never holds half a frame.
+written under a hidden temporary name and renamed into place (`write_atomically`, the board's one
+way of writing a file), so DIR never holds half a frame.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import threading
@@ -48,9 +51,9 @@ def camera_original(name: str, load) -> tuple[bytes, str]:
 
 
 def file_original(name: str, load) -> tuple[bytes, str]:
-    """(the file's bytes, its suffix) of a watched file: kept exactly as it came."""
-    path = pathlib.Path(name)
-    return path.read_bytes(), path.suffix.lower() or ".jpg"
+    """(the file's bytes, its suffix) of a watched file: the very bytes that were classified, never
+    read again (the name may hold another file, or a FIFO, by now)."""
+    return load.data, pathlib.Path(name).suffix.lower() or ".jpg"
 
 
 def frame_stem(name: str, number: int) -> str:
@@ -77,3 +80,32 @@ def save_frame(folder: pathlib.Path, label: str, stem: str, original: tuple[byte
     path = free_path(target_folder, stem, suffix)
     write_atomically(path, content)
     return path
+
+
+def capture_request(request, labels: list) -> tuple:
+    """(label, frame id) of a capture request; ValueError with what is wrong."""
+    if not isinstance(request, dict) or not isinstance(request.get("label"), str) or request["label"] not in labels:
+        raise ValueError("label must be one of the model's labels")
+    number = request.get("frame")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError('name the frame on screen: {"label": ..., "frame": its id, from /events or /latest.json}')
+    return request["label"], number
+
+
+def save_labelled(folder: pathlib.Path, label: str, stem: str, original: tuple[bytes, str], record: dict) -> tuple:
+    """A frame labelled on the live page: its bytes as folder/<label>/<stem><suffix> and beside them
+    <stem>.json, one line: the frame's record with `capture`, the label given and the file's name.
+    The line is written second; if that fails the frame goes too, so no capture is half saved.
+    Returns (the file's path under folder, the line as a dict)."""
+    content, suffix = original
+    target_folder = folder / folder_name(label)
+    target_folder.mkdir(parents=True, exist_ok=True)
+    path = free_path(target_folder, stem, suffix)
+    line = {**record, "capture": {"label": label, "file": path.name}}
+    write_atomically(path, content)
+    try:
+        write_atomically(path.with_suffix(".json"), (json.dumps(line) + "\n").encode())
+    except BaseException:
+        path.unlink()
+        raise
+    return f"{target_folder.name}/{path.name}", line

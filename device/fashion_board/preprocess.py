@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import resample, segment
+from . import objects, resample, segment, yuv
 from .common import SIDE
 
 MAX_IMAGE_PIXELS = 50_000_000  # Larger images are refused as decompression bombs.
@@ -37,12 +37,14 @@ ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_18
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}
 WORK_SIDE = 4 * SIDE  # Photos are analysed at this size: fast, and fine enough to crop well.
+CENTRED_COLUMNS = segment.centred(SIDE)  # (28,) int64: doubled offsets of the frame's columns from its middle.
 
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
     pixels: np.ndarray  # (28, 28) uint8: what the model sees.
     unsure: bool  # The cut is doubted: a busy background, or the garment touches three or four sides.
+    objects: int  # How many objects the image holds; the frame shows the heaviest.
 
 
 def decode(source, use_draft: bool) -> Image.Image:
@@ -164,22 +166,25 @@ def canonical_orientation(frames: np.ndarray) -> np.ndarray:
     exactly the negated score. Fashion-MNIST's shoes point their toe left, their heel (the heavier
     end) right: 99.5% of its sneakers and all its ankle boots keep their way. A score of exactly 0 is
     settled by the bytes: the frame or its mirror image, whichever is first in lexicographic order.
+    A single frame that keeps its way is returned as it is.
     """
+    if frames.ndim == 2:
+        score = int(frames.sum(axis=0, dtype=np.int64) @ CENTRED_COLUMNS)
+        return np.ascontiguousarray(frames[:, ::-1]) if score < 0 or score == 0 and mirror_is_first(frames) else frames
     batch = frames.reshape(-1, SIDE, SIDE)
-    mirrored = batch[:, :, ::-1]
-    columns = batch.sum(axis=1, dtype=np.int64)  # (N, 28): mass per column.
-    scores = (columns * segment.centred(SIDE)).sum(axis=1)
+    scores = batch.sum(axis=1, dtype=np.int64) @ CENTRED_COLUMNS  # (N,): exact, integer products.
     flip = scores < 0
     for index in np.flatnonzero(scores == 0):
         flip[index] = mirror_is_first(batch[index])
-    return np.where(flip[:, np.newaxis, np.newaxis], mirrored, batch).reshape(frames.shape)
+    return np.where(flip[:, np.newaxis, np.newaxis], batch[:, :, ::-1], batch).reshape(frames.shape)
 
 
 def mirror_is_first(values: np.ndarray) -> bool:
     """True when the mirror image of (H, W) values comes first in lexicographic order (row by row)."""
     mirrored = values[:, ::-1]
-    differ = np.flatnonzero(values != mirrored)
-    return bool(differ.size) and bool(mirrored.flat[differ[0]] < values.flat[differ[0]])
+    differ = values != mirrored
+    first = int(np.argmax(differ))  # The first difference, or 0 when there is none.
+    return bool(differ.flat[first]) and bool(mirrored.flat[first] < values.flat[first])
 
 
 def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
@@ -188,13 +193,13 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
     factor = SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     resized = Image.fromarray(garment.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    pixels = np.clip(np.asarray(resized), 0, None)
+    pixels = np.maximum(np.asarray(resized), 0)
     peak = float(pixels.max())
-    # The factor is made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
-    pixels = pixels * np.float32(255 / peak) if peak > 0 else pixels
+    if peak > 0:
+        pixels *= np.float32(255 / peak)  # Made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
     canvas = np.zeros((SIDE, SIDE), dtype=np.uint8)
     top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
-    canvas[top: top + size[1], left: left + size[0]] = np.round(pixels).astype(np.uint8)
+    canvas[top: top + size[1], left: left + size[0]] = np.rint(pixels, out=pixels)
     return canvas
 
 
@@ -209,10 +214,18 @@ def framed(garment: np.ndarray) -> np.ndarray:
     return canonical_orientation(centre_on_canvas(garment))
 
 
-def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal)."""
-    box = segment.garment_box(signal)
-    return signal[box[0]:box[1], box[2]:box[3]], box
+def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal, the
+    number of objects seen). Of several objects the heaviest is kept."""
+    mask = segment.garment_mask(signal)
+    found = objects.find_objects(signal)
+    if found.alone:
+        box = segment.garment_box(signal, mask)
+    else:
+        top, bottom, left, right = found.box
+        inner = segment.garment_box(signal[top:bottom, left:right], mask[top:bottom, left:right])
+        box = (top + inner[0], top + inner[1], left + inner[2], left + inner[3])
+    return signal[box[0]:box[1], box[2]:box[3]], box, found.count
 
 
 def colour_frame(rgb: np.ndarray) -> Frame:
@@ -224,19 +237,19 @@ def colour_frame(rgb: np.ndarray) -> Frame:
     if max(rgb.shape[:2]) > WORK_SIDE:
         rgb = resample.shrink(rgb, WORK_SIDE)
     cleaned, busy = segment.colour_cut(segment.colour_distance(rgb))
-    garment, box = cut_out(cleaned)
+    garment, box, count = cut_out(cleaned)
     unsure = busy or segment.touches(box, cleaned.shape) >= 3
-    return Frame(framed(segment.whiten(garment)), unsure)
+    return Frame(framed(segment.whiten(garment)), unsure, count)
 
 
 def grey_frame(gray: np.ndarray) -> Frame:
     """(H, W) uint8 grayscale to the model's frame; 28x28 images with a dark border are already in the
     data set's form and are only turned."""
     if gray.shape == (SIDE, SIDE) and not segment.has_light_background(gray):
-        return Frame(canonical_orientation(gray), False)
+        return Frame(canonical_orientation(gray), False, 1)
     small = resample.shrink(gray, WORK_SIDE) if max(gray.shape) > WORK_SIDE else gray
-    garment, _ = cut_out(segment.garment_signal(small.astype(np.float32)))
-    return Frame(framed(garment), False)
+    garment, _, count = cut_out(segment.garment_signal(small.astype(np.float32)))
+    return Frame(framed(garment), False, count)
 
 
 def to_dataset_form(gray: np.ndarray) -> np.ndarray:
@@ -245,19 +258,23 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
 
 
 def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
-    """A decoded image to the model's frame, with the segmentation's doubt.
+    """A decoded image to the model's frame, with the segmentation's doubt and the objects seen.
 
-    Colour photos are cut out by colour; grey images, images with transparency and 28x28 images
-    keep the grey path, which is never in doubt.
+    Colour photos are cut out by colour (a camera's YUV420 planes at work size, when the image
+    carries them); grey images, images with transparency and 28x28 images keep the grey path,
+    which is never in doubt.
     """
+    planes = yuv.planes_of(image) if roi is None else None
+    if planes is not None:
+        return colour_frame(planes.rgb(WORK_SIDE))
     image = reduce_large(image, roi_box(image, roi))
     if image.mode in ("RGB", "YCbCr", "CMYK") and max(image.size) > SIDE:
-        return colour_frame(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        return colour_frame(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
     return grey_frame(to_grayscale(image))
 
 
 def preprocess_with_doubt(image: Image.Image, roi: tuple | None) -> tuple[np.ndarray, bool]:
-    """(pixels, unsure) of make_frame, for callers that predate Frame."""
+    """(pixels, unsure) of make_frame, for callers that predate the objects count."""
     frame = make_frame(image, roi)
     return frame.pixels, frame.unsure
 

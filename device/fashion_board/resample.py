@@ -38,24 +38,41 @@ def span_weights(length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(pixels, length - 1), weights
 
 
+@functools.lru_cache(maxsize=64)
 def sum_type(largest: int):
     """The smallest unsigned integer type that holds `largest`."""
     return next(kind for kind in (np.uint16, np.uint32, np.uint64) if largest <= np.iinfo(kind).max)
 
 
+@functools.lru_cache(maxsize=64)
+def row_taps(length: int, size: int, kind) -> list:
+    """[(rows to gather, their weights shaped to broadcast)] for shrink_rows, one pair per tap."""
+    taps, weights = span_weights(length, size)
+    return [(taps[:, tap], weights[:, tap].astype(kind)[:, np.newaxis]) for tap in range(taps.shape[1])]
+
+
+@functools.lru_cache(maxsize=64)
+def column_taps(width: int, size: int, channels: int, kind) -> list:
+    """[(flat pixel positions in a row, their weights)] for shrink_columns, one pair per tap."""
+    taps, weights = span_weights(width, size)
+    offsets = np.arange(channels)
+    return [((taps[:, tap, np.newaxis] * channels + offsets).ravel(), np.repeat(weights[:, tap].astype(kind), channels))
+            for tap in range(taps.shape[1])]
+
+
 def shrink_rows(values: np.ndarray, size: int, largest: int) -> np.ndarray:
     """Area averages of (H, ...) whole-numbered values (at most `largest`) over `size` equal spans of
     rows, times H: exact, in the smallest unsigned type that holds them; k row gathers and adds."""
-    taps, weights = span_weights(values.shape[0], size)
     kind = sum_type(largest * values.shape[0])
-    weights = weights.astype(kind).reshape(size, -1, *([1] * (values.ndim - 1)))
-    total = values[taps[:, 0]].astype(kind)
-    total *= weights[:, 0]
-    for tap in range(1, taps.shape[1]):
-        part = values[taps[:, tap]].astype(kind)
-        part *= weights[:, tap]
+    flat = values.reshape(values.shape[0], -1)
+    (rows, weights), *others = row_taps(values.shape[0], size, kind)
+    total = flat[rows].astype(kind)
+    total *= weights
+    for rows, weights in others:
+        part = flat[rows].astype(kind)
+        part *= weights
         total += part
-    return total
+    return total.reshape(size, *values.shape[1:])
 
 
 def shrink_columns(values: np.ndarray, size: int, largest: int) -> np.ndarray:
@@ -63,18 +80,15 @@ def shrink_columns(values: np.ndarray, size: int, largest: int) -> np.ndarray:
     pixels: several times faster than fancy indexing on a middle axis."""
     height, width = values.shape[:2]
     channels = values.size // (height * width)
-    taps, weights = span_weights(width, size)
     kind = sum_type(largest * width)
     flat = values.reshape(height, width * channels)
-    offsets = np.arange(channels)
-
-    def weighted(tap: int) -> np.ndarray:
-        part = flat[:, (taps[:, tap, np.newaxis] * channels + offsets).ravel()].astype(kind)
-        part *= np.repeat(weights[:, tap].astype(kind), channels)
-        return part
-    total = weighted(0)
-    for tap in range(1, taps.shape[1]):
-        total += weighted(tap)
+    (positions, weights), *others = column_taps(width, size, channels, kind)
+    total = flat[:, positions].astype(kind)
+    total *= weights
+    for positions, weights in others:
+        part = flat[:, positions].astype(kind)
+        part *= weights
+        total += part
     return total.reshape(height, size, *values.shape[2:])
 
 
@@ -114,8 +128,11 @@ def shrink_to(values: np.ndarray, height: int, width: int) -> np.ndarray:
     both = shrink_columns(rows, width, largest * summed.shape[0])  # Averages, times H' * W'.
     divisor = block * block * summed.shape[0] * summed.shape[1]
     kind = sum_type(2 * largest * summed.shape[0] * summed.shape[1] + divisor)
-    doubled = both.astype(kind) * kind(2) + kind(divisor)
-    return (doubled // kind(2 * divisor)).astype(np.uint8)  # Rounded half up, exactly.
+    doubled = both.astype(kind, copy=False)
+    doubled *= kind(2)
+    doubled += kind(divisor)
+    doubled //= kind(2 * divisor)  # Rounded half up, exactly.
+    return doubled.astype(np.uint8)
 
 
 def shrink(values: np.ndarray, side: int) -> np.ndarray:

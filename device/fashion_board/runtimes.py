@@ -16,7 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from . import quantization
+from . import manifest_check, quantization, tflite_check
 from .common import SIDE, ModelError, hidden_stderr, log, one_line
 
 CLASSIFY_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "classify.py"  # Run again to probe a model.
@@ -88,6 +88,7 @@ def read_manifest(model_path: pathlib.Path) -> dict | None:
         raise ModelError(f"{manifest_path}: not a format_version 1 manifest")
     if manifest["model"].get("file") != model_path.name:
         return None
+    manifest_check.check(manifest, str(manifest_path))
     return manifest
 
 
@@ -140,13 +141,21 @@ def make_interpreter(runtime: Runtime, data: bytes, threads: int, source: pathli
 
 
 def read_labels(labels_path: pathlib.Path, manifest: dict | None) -> list:
-    """Class names from labels.txt (or --labels), else from the manifest."""
-    if labels_path.is_file():
+    """Class names from labels.txt (or --labels), else from the manifest; when the manifest describes
+    the model, the file must name its classes in its order: a reordered file would print wrong names."""
+    if not labels_path.is_file():
+        if manifest is not None:
+            return list(manifest["labels"])
+        raise ModelError(f"no labels: {labels_path} not found and no manifest beside the model")
+    try:
         lines = labels_path.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-    if manifest is not None and manifest.get("labels"):
-        return list(manifest["labels"])
-    raise ModelError(f"no labels: {labels_path} not found and no manifest beside the model")
+    except (OSError, UnicodeError) as error:
+        raise ModelError(f"{labels_path}: not readable as text ({one_line(error)})") from None
+    labels = [line.strip() for line in lines if line.strip()]
+    if manifest is not None and labels != manifest["labels"]:
+        raise ModelError(f"{labels_path} does not list the classes of manifest.json in its order "
+                         f"({', '.join(manifest['labels'])}): copy the bundle again")
+    return labels
 
 
 # Quantization: real = scale * (q - zero_point), so q = round(real / scale) + zero_point.
@@ -214,6 +223,7 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
     manifest = read_manifest(model_path)
     data = read_model(model_path, manifest)
     check_engine_allowed(manifest, runtime)
+    tflite_check.check_model(data)  # Before any interpreter: a corrupt file can crash one.
     if manifest is None:
         if need_manifest:
             raise ModelError(f"--self-test needs manifest.json beside {model_path}")
@@ -236,7 +246,9 @@ def load_classifier(model_path: pathlib.Path, labels_path: pathlib.Path | None, 
 def probe(model_path: pathlib.Path, runtime_name: str | None) -> None:
     """The child side of probe_model: load the model and run it once on a blank image."""
     runtime = find_runtime(runtime_name)
-    interpreter = make_interpreter(runtime, model_path.read_bytes(), 1, model_path)
+    data = model_path.read_bytes()
+    tflite_check.check_model(data)
+    interpreter = make_interpreter(runtime, data, 1, model_path)
     details = interpreter.get_input_details()[0]
     interpreter.set_tensor(details["index"], np.zeros(details["shape"], dtype=details["dtype"]))
     interpreter.invoke()

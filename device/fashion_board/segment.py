@@ -18,6 +18,7 @@ DOUBTFUL_NOISE = 0.4
 GARMENT_WHITE = 0.9  # Share of a colour photo's garment pixels below the level that becomes white.
 GARMENT_LEVEL = 0.2  # Pixels above this share of the brightest one are the garment's (its mask).
 MIN_PEAK = 24  # A frame whose brightest difference is under this is blank.
+LEVELS = np.arange(256, dtype=np.float64)
 
 
 def border_pixels(image: np.ndarray) -> np.ndarray:
@@ -31,24 +32,24 @@ def centred(length: int) -> np.ndarray:
     return 2 * np.arange(length, dtype=np.int64) - (length - 1)
 
 
-def solve_plane(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares a + b * column + c * row through points with (C, P) int64 values, `design` the
-    (3, P) int64 rows of ones, columns and rows: (a, b, c), each (C,) float64.
+def solve_plane(design: np.ndarray, values: np.ndarray, keep: np.ndarray) -> list:
+    """Least-squares a + b * column + c * row through the kept points, `design` the (3, P) int64 rows
+    of ones, columns and rows, `values` (C, P) int64, `keep` (P,) bool: [a, b, c], each C floats.
 
     The normal equations' sums are exact integers and Cramer's rule is a fixed formula in Python
     floats, so every machine gives the same bits, and negated columns give exactly the negated b.
     """
-    (count, sx, sy), (_, sxx, sxy), (_, _, syy) = (design @ design.T).tolist()
-    sums = (values @ design.T).tolist()  # Per channel: [sum v, sum x v, sum y v].
+    kept = design * keep  # The points left out count 0 in every sum.
+    (count, sx, sy), (_, sxx, sxy), (_, _, syy) = (kept @ design.T).tolist()
+    sums = (values @ kept.T).tolist()  # Per channel: [sum v, sum x v, sum y v].
     c11, c12, c13 = float(sxx * syy - sxy * sxy), float(sy * sxy - sx * syy), float(sx * sxy - sxx * sy)
     c22, c23, c33 = float(count * syy - sy * sy), float(sx * sy - count * sxy), float(count * sxx - sx * sx)
     determinant = float(count) * c11 + float(sx) * c12 + float(sy) * c13
     if determinant <= 0:  # The points lie on a line: a flat plane at their mean.
-        return np.array([row[0] / count for row in sums]), np.zeros(len(sums)), np.zeros(len(sums))
-    r0, r1, r2 = ([float(row[index]) for row in sums] for index in range(3))
-    return (np.array([(c11 * u + c12 * v + c13 * w) / determinant for u, v, w in zip(r0, r1, r2)]),
-            np.array([(c12 * u + c22 * v + c23 * w) / determinant for u, v, w in zip(r0, r1, r2)]),
-            np.array([(c13 * u + c23 * v + c33 * w) / determinant for u, v, w in zip(r0, r1, r2)]))
+        return [[row[0] / count for row in sums], [0.0] * len(sums), [0.0] * len(sums)]
+    return [[(c11 * u + c12 * v + c13 * w) / determinant for u, v, w in sums],
+            [(c12 * u + c22 * v + c23 * w) / determinant for u, v, w in sums],
+            [(c13 * u + c23 * v + c33 * w) / determinant for u, v, w in sums]]
 
 
 def median(values: np.ndarray) -> float:
@@ -69,32 +70,38 @@ def border_design(height: int, width: int) -> np.ndarray:
                      border_pixels(np.broadcast_to(rows[:, np.newaxis], (height, width)))])
 
 
-def background_planes(values: np.ndarray) -> list:
+def background_planes(values: np.ndarray) -> np.ndarray:
     """A plane a + b*x + c*y fitted to the border of each channel, robust to a garment touching it:
-    [(H, W) float32], one per channel of (H, W) or (H, W, C) whole-numbered values."""
+    (C, H, W) float32 for (H, W) or (H, W, C) whole-numbered values."""
     height, width = values.shape[:2]
     flat = values.reshape(height, width, -1)  # (H, W, C)
     if min(height, width) < 8:
-        return [np.full((height, width), np.median(border_pixels(flat[..., channel])), dtype=np.float32)
-                for channel in range(flat.shape[2])]
+        levels = np.median(border_pixels(flat), axis=0)  # (C,)
+        return np.broadcast_to(levels[:, np.newaxis, np.newaxis], (flat.shape[2], height, width)).astype(np.float32)
     design = border_design(height, width)
     border = border_pixels(flat).astype(np.int64).T  # (C, P)
     keep = np.ones(border.shape[1], dtype=bool)
-    for _ in range(3):  # Refit without the border pixels the garment covers.
-        a, b, c = solve_plane(design[:, keep], border[:, keep])
-        fitted = a[:, np.newaxis] + b[:, np.newaxis] * design[1] + c[:, np.newaxis] * design[2]
-        residual = np.abs(border - fitted).max(axis=0)
-        keep = residual <= max(8.0, 2.5 * median(residual))
-    columns, rows = centred(width), centred(height)
-    # (a + b x) + c y, in that order, for every pixel.
-    return [((a[channel] + b[channel] * columns)[np.newaxis, :] + (c[channel] * rows)[:, np.newaxis]).astype(np.float32)
-            for channel in range(flat.shape[2])]
+    for _ in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
+        a, b, c = np.array(solve_plane(design, border, keep))[:, :, np.newaxis]  # Each (C, 1).
+        residual = b * design[1]  # a + b x + c y, in that order, then its distance from the border.
+        residual += a
+        residual += c * design[2]
+        np.subtract(border, residual, out=residual)
+        residual = np.abs(residual, out=residual).max(axis=0)
+        kept, keep = keep, residual <= max(8.0, 2.5 * median(residual))
+        if (kept == keep).all():
+            break
+    across, down = a + b * centred(width), c * centred(height)  # (C, W), (C, H)
+    planes = np.empty((border.shape[0], height, width), dtype=np.float32)
+    # (a + b x) + c y, in that order, added in float64 and rounded once to float32.
+    np.add(across[:, np.newaxis, :], down[:, :, np.newaxis], out=planes, casting="same_kind")
+    return planes
 
 
 def fit_background(values: np.ndarray) -> np.ndarray:
     """background_planes as one float32 array of the shape of `values`."""
     planes = background_planes(values)
-    return planes[0] if values.ndim == 2 else np.stack(planes, axis=-1)
+    return planes[0] if values.ndim == 2 else np.moveaxis(planes, 0, -1)
 
 
 def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
@@ -134,10 +141,14 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
     (H, W, 3) uint8 or float32 in.
     """
-    differences = [rgb[..., channel].astype(np.float32) - plane for channel, plane in enumerate(background_planes(rgb))]
+    differences = np.moveaxis(rgb, -1, 0).astype(np.float32)  # (3, H, W)
+    differences -= background_planes(rgb)
+    differences *= differences
     # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
-    squares = differences[0] ** 2 + differences[1] ** 2 + differences[2] ** 2
-    return np.sqrt(squares / 3)
+    squares = differences[0] + differences[1]
+    squares += differences[2]
+    squares /= 3
+    return np.sqrt(squares, out=squares)
 
 
 def nearest_rank(values: np.ndarray, share: float) -> float:
@@ -151,13 +162,16 @@ def otsu_level(signal: np.ndarray) -> float:
     """Otsu's threshold of a (H, W) 0-255 signal: the level that best splits it into two classes
     (background and garment) by between-class variance. Integer histogram and element-wise float64
     arithmetic only, so every numpy version picks the same level."""
-    counts = np.bincount(np.clip(signal, 0, 255).astype(np.int64).ravel(), minlength=256).astype(np.float64)
+    levels = np.minimum(np.maximum(signal, 0), 255).astype(np.uint8)  # As np.clip, without its checks' cost.
+    counts = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
     below = np.cumsum(counts)  # Exact: whole numbers far under 2**53.
-    below_sum = np.cumsum(counts * np.arange(256, dtype=np.float64))
+    below_sum = np.cumsum(counts * LEVELS)
     above = below[-1] - below
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (below_sum[-1] * below / below[-1] - below_sum) ** 2 / (below * above)
-    return float(np.argmax(np.where(np.isfinite(between), between, 0.0)))
+    spread = below_sum[-1] * below / below[-1] - below_sum
+    spread *= spread
+    # Levels with nothing below or above them split nothing: 0.
+    between = np.divide(spread, below * above, out=np.zeros(256), where=(below > 0) & (above > 0))
+    return float(np.argmax(between))
 
 
 def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -173,7 +187,9 @@ def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
     noise = nearest_rank(border_pixels(distance), 0.9)
     peak = nearest_rank(distance.ravel(), 0.995)
     cut = min(noise + 4, otsu_level(distance))
-    cleaned = np.clip((distance - cut) * 255 / max(1.0, 255 - cut), 0, 255)
+    cleaned = (distance - cut) * 255 / max(1.0, 255 - cut)
+    np.maximum(cleaned, 0, out=cleaned)  # Clipped to 0-255, as np.clip does, in place.
+    np.minimum(cleaned, 255, out=cleaned)
     return cleaned, bool(noise > DOUBTFUL_NOISE * peak)
 
 

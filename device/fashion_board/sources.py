@@ -1,4 +1,8 @@
-"""Frame sources: files, folders, stdin, the camera, a replayed folder, a watched folder. Each yields (name, image loader)."""
+"""Frame sources: files, folders, stdin, the camera, a replayed folder, a watched folder. Each yields (name, image loader).
+
+Every file is read through files.py: regular files only, bounded, so no name in a folder, a watched
+folder or a replayed one can hang a run or flood its memory.
+"""
 
 from __future__ import annotations
 
@@ -8,75 +12,47 @@ import io
 import os
 import pathlib
 import stat
-import sys
 import time
 
 import numpy as np
 from PIL import Image
 
-from . import common
+from . import common, files, yuv
 from .common import ModelError, log, one_line
 from .preprocess import decode
 
-# An image read from standard input or a FIFO is held in memory whole before decoding: this much
-# at most, so that with the decoded image (preprocess.MAX_DECODE_BYTES) a run stays within 150 MB.
-MAX_STREAM_BYTES = 32_000_000
-SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-                 stat.S_IFBLK: "a block device"}
 MAX_CAMERA_FAILURES = 5
+CAMERA_SIZE = (640, 480)  # The Pi camera's main stream; never copied.
+# Its low-resolution stream, which is classified, shown and saved: the photos' size (at most 320 px),
+# above the preprocessing's work size (112 px), which its chroma planes (160 x 120) still exceed.
+LORES_SIZE = (320, 240)
 WATCH_INTERVAL_SECONDS = 0.1  # Between folder scans; a file must look the same on two scans in a row.
 WATCH_GIVE_UP_SECONDS = 2.0  # A settled file that still does not decode after this is reported as an error.
 
 
 def image_files(folder: pathlib.Path) -> list:
     found = []
-    for root, folders, files in os.walk(folder):
+    for root, folders, names in os.walk(folder):
         folders.sort()
-        found += [pathlib.Path(root, name) for name in sorted(files)
+        found += [pathlib.Path(root, name) for name in sorted(names)
                   if pathlib.Path(name).suffix.lower() in common.IMAGE_SUFFIXES]
     return found
 
 
-def read_stream(stream, what: str) -> io.BytesIO:
-    data = stream.read(MAX_STREAM_BYTES + 1)
-    if not data:
-        raise ValueError(f"{what} is empty")
-    if len(data) > MAX_STREAM_BYTES:
-        raise ValueError(f"{what} holds more than {MAX_STREAM_BYTES} bytes")
-    return io.BytesIO(data)
-
-
-def read_stdin() -> io.BytesIO:
-    return read_stream(sys.stdin.buffer, "standard input")
-
-
-def read_fifo(path: pathlib.Path) -> io.BytesIO:
-    """A FIFO named on the command line, such as `<(cat photo.jpg)`. Opened without waiting for a
-    writer, then read as usual: one that nobody writes to reads as empty instead of hanging."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    os.set_blocking(descriptor, True)
-    with open(descriptor, "rb") as fifo:
-        return read_stream(fifo, f"the FIFO {path}")
-
-
-def special_kind(path: pathlib.Path) -> str | None:
-    """'a FIFO', 'a socket', ... for what is not a regular file (after links), from stat: never opened."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:  # Gone, or a broken link: decoding says so in its own words.
-        return None
-    return None if stat.S_ISREG(mode) else SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
+def decode_file(path: pathlib.Path, use_draft: bool):
+    with files.open_regular(path, files.MAX_FILE_BYTES) as file:
+        return decode(file, use_draft)
 
 
 def file_loader(path: pathlib.Path, named: bool):
     """The loader of one path. Special files found in a folder are skipped unopened: a FIFO would
-    block the run forever. A FIFO named on the command line is read without blocking."""
-    kind = special_kind(path)
-    if kind is None:
-        return lambda use_draft: decode(path, use_draft)
-    if kind == SPECIAL_FILES[stat.S_IFIFO] and named:
-        return lambda use_draft: decode(read_fifo(path), use_draft)
-    return missing_input(f"{kind}, not an image file: skipped")
+    block the run forever. A FIFO named on the command line is read with bounds (read_fifo)."""
+    kind = files.special_kind(path)
+    if kind == files.SPECIAL_FILES[stat.S_IFIFO] and named:
+        return lambda use_draft: decode(files.read_fifo(path), use_draft)
+    if kind is not None:
+        return missing_input(f"{kind}, not an image file: skipped")
+    return lambda use_draft: decode_file(path, use_draft)
 
 
 def missing_input(message: str):
@@ -89,12 +65,12 @@ def file_sources(inputs: list):
     for name in inputs:
         path = pathlib.Path(name)
         if name == "-":
-            yield "-", lambda use_draft: decode(read_stdin(), use_draft)
+            yield "-", lambda use_draft: decode(files.read_stdin(), use_draft)
         elif path.is_dir():
-            files = image_files(path)
-            if not files:
+            found = image_files(path)
+            if not found:
                 yield name, missing_input("no image files in this folder")
-            for file in files:
+            for file in found:
                 yield str(file), file_loader(file, named=False)
         elif path.exists():
             yield name, file_loader(path, named=True)
@@ -103,11 +79,15 @@ def file_sources(inputs: list):
 
 
 def open_picamera2(picamera2):
-    """A frame reader on the Pi camera: 640x480 YUV420, of which the Y plane is the grayscale."""
+    """A frame reader on the Pi camera's low-resolution stream (YUV420, LORES_SIZE): each frame is a
+    small YCbCr image, and the preprocessing takes its colour from the planes at work size, so no
+    full-size RGB array is copied per frame (the ISP scales the picture down)."""
     camera = picamera2.Picamera2()
-    camera.configure(camera.create_preview_configuration(main={"size": (640, 480), "format": "YUV420"}))
+    camera.configure(camera.create_preview_configuration(main={"size": CAMERA_SIZE},
+                                                         lores={"size": LORES_SIZE, "format": "YUV420"}))
     camera.start()
-    return lambda: Image.fromarray(np.ascontiguousarray(camera.capture_array()[:480, :640]))
+    width, height = camera.stream_configuration("lores")["size"]  # As libcamera granted it.
+    return lambda: yuv.Yuv420.from_array(camera.capture_array("lores"), width, height).image()
 
 
 def open_opencv(cv2, index: int):
@@ -184,13 +164,20 @@ class EncodedFrame:
 
 
 def replay_sources(folder: pathlib.Path, fps: float, count: int):
-    """A folder's images played as a camera, over and over, at fps frames a second (0: at full speed)."""
-    files = image_files(folder) if folder.is_dir() else []
-    if not files:
+    """A folder's images played as a camera, over and over, at fps frames a second (0: at full speed).
+    What is not a regular file is left out, with one line each."""
+    paths = []
+    for path in image_files(folder) if folder.is_dir() else []:
+        kind = files.special_kind(path)
+        if kind is None:
+            paths.append(path)
+        else:
+            log(f"--replay: {path} is {kind}, not an image file: skipped")
+    if not paths:
         raise ModelError(f"--replay {folder}: no image files in this folder")
     number, period, due = 0, 1 / fps if fps > 0 else 0.0, time.monotonic()
     while True:
-        for path in files:
+        for path in paths:
             if count and number >= count:
                 return
             number += 1
@@ -198,9 +185,11 @@ def replay_sources(folder: pathlib.Path, fps: float, count: int):
                 due += period
                 time.sleep(max(0.0, due - time.monotonic()))
             try:
-                yield str(path), EncodedFrame(path.read_bytes())
+                yield str(path), EncodedFrame(files.read_regular(path))
             except OSError as error:  # Removed while playing: an error for this frame only.
                 yield str(path), missing_input(f"cannot read it: {error.strerror}")
+            except ValueError as error:  # Replaced by a FIFO or a device, or grown too large.
+                yield str(path), missing_input(str(error))
 
 
 def file_state(path: pathlib.Path):
@@ -254,9 +243,12 @@ class FolderWatch:
 
     def read(self, path: pathlib.Path, state: tuple):
         try:
-            data = path.read_bytes()
+            data = files.read_regular(path)
         except OSError:  # Vanished between the listing and the read.
             return None
+        except ValueError as error:  # A FIFO, a device, or too large: reported once, never read.
+            self.done[path] = state
+            return str(path), missing_input(str(error))
         if file_state(path) != state:  # Written to while we read: wait for the next scan.
             return None
         if not decodes(data):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 import time
 
 import numpy as np
 from PIL import Image
 
-from . import capture
+from . import capture, record
 from .common import log, one_line
 from .preprocess import make_frame
 from .runtimes import Classifier, Runtime, top_predictions
@@ -23,6 +24,8 @@ class Result:
     ms: float = 0.0
     error: str = ""
     doubtful_cut: bool = False  # The preprocessing was unsure where the garment is.
+    frame: int = 0  # The frame's number in this run, from 1: its id in every record.
+    objects: int = 1  # Objects the preprocessing saw in the image; the frame shows the heaviest.
 
 
 @dataclasses.dataclass
@@ -35,17 +38,18 @@ class Options:
     verbose: bool
     frames_dir: pathlib.Path | None = None  # --save-frames: keep each classified frame there, by answer.
     original: object = None  # (name, load) -> (bytes, suffix) of the frame as it came (see capture).
+    model_sha256: str = ""  # The model's, in every record: which model gave the answer.
 
 
 def prepare(name: str, load, options: Options, number: int) -> tuple:
-    """(pixels or None, error, milliseconds, doubtful cut) for one source; errors stay with their source."""
+    """(pixels or None, error, milliseconds, doubtful cut, objects) for one source; errors stay with their source."""
     started = time.perf_counter()
     try:
         image = load(options.roi is None)
         decoded = time.perf_counter()
         frame = make_frame(image, options.roi)
     except Exception as error:  # Pillow raises many types on malformed files: fail this file only.
-        return None, one_line(error), 1000 * (time.perf_counter() - started), False
+        return None, one_line(error), 1000 * (time.perf_counter() - started), False, 0
     pixels = frame.pixels
     finished = time.perf_counter()
     if options.verbose:
@@ -53,11 +57,12 @@ def prepare(name: str, load, options: Options, number: int) -> tuple:
     if options.save_dir is not None:
         stem = pathlib.Path(name).stem.replace(":", "_") or "stdin"
         Image.fromarray(pixels).save(options.save_dir / f"{number:05d}_{stem}.png")
-    return pixels, "", 1000 * (finished - started), frame.unsure
+    return pixels, "", 1000 * (finished - started), frame.unsure, frame.objects
 
 
-def classify_batch(batch: list, classifier: Classifier, options: Options) -> list:
-    """Results for [(name, pixels or None, error, ms, doubtful cut)], one interpreter call for all good images."""
+def classify_batch(batch: list, classifier: Classifier, options: Options, first: int = 1) -> list:
+    """Results for [(name, pixels or None, error, ms, doubtful cut, objects)], one interpreter call for
+    all good images; the frames are numbered from `first`."""
     good = [entry for entry in batch if entry[1] is not None]
     share = 0.0
     if good:
@@ -68,31 +73,31 @@ def classify_batch(batch: list, classifier: Classifier, options: Options) -> lis
             log(f"inference {share * len(good):.2f} ms for a batch of {len(good)}")
     rows = iter(scores if good else [])
     results = []
-    for name, pixels, error, ms, doubtful_cut in batch:
+    for number, (name, pixels, error, ms, doubtful_cut, objects) in enumerate(batch, first):
         if pixels is None:
-            results.append(Result(name, [], ms, error))
+            results.append(Result(name, [], ms, error, frame=number))
         else:
             predictions = top_predictions(next(rows), classifier.labels, options.top_k)
-            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut))
+            results.append(Result(name, predictions, ms + share, doubtful_cut=doubtful_cut, frame=number,
+                                  objects=objects))
     return results
 
 
-def format_result(result: Result, options: Options) -> str:
+def result_record(result: Result, options: Options) -> dict:
+    """The one record of a result (record.py): what --json prints and the live page shows."""
     if result.error:
-        if options.as_json:
-            return json.dumps({"path": result.path, "error": result.error})
-        return f"{result.path}\terror: {result.error}"
-    best = result.predictions[0]
-    # Unsure: the model's confidence is below --threshold, or the preprocessing doubted its cut.
-    unsure = best.score < options.threshold or result.doubtful_cut
+        return record.error_record(result.path, result.frame, result.error, options.model_sha256)
+    unsure = record.is_unsure(result.predictions[0].score, result.doubtful_cut, options.threshold)
+    return record.result_record(result.path, result.frame, result.predictions, unsure, result.objects,
+                                result.ms, options.model_sha256)
+
+
+def format_result(result: Result, options: Options) -> str:
+    line = result_record(result, options)
     if options.as_json:
-        return json.dumps({
-            "path": result.path, "label": best.label, "index": best.index, "score": round(best.score, 6),
-            "top_k": [[item.label, round(item.score, 6)] for item in result.predictions],
-            "unsure": unsure, "ms": round(result.ms, 3),
-        })
+        return json.dumps(line)
     classes = ", ".join(f"{item.label} {item.score:.2f}" for item in result.predictions)
-    return f"{result.path}\t{'unsure: ' if unsure else ''}{classes}\t{result.ms:.2f} ms"
+    return f"{result.path}\t{'unsure: ' if line['unsure'] else ''}{classes}\t{result.ms:.2f} ms"
 
 
 def latency_summary(milliseconds: list, errors: int, seconds: float, runtime: Runtime) -> dict:
@@ -133,8 +138,25 @@ def keep_frame(result: Result, load, number: int, options: Options) -> None:
         log(f"{result.path}: kept as {path}")
 
 
-def classify_sources(sources, classifier: Classifier, options: Options, runtime: Runtime) -> dict:
+def write_line(text: str) -> None:
+    """One output line, written whole at once: a Ctrl-C between a line and its newline (print writes
+    them apart) would glue the summary to the last record."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def keeping(load, decoded: list):
+    """The loader `load`, also keeping the image it decodes in `decoded`: the live page shows it."""
+    def load_and_keep(use_draft: bool):
+        decoded.append(load(use_draft))
+        return decoded[-1]
+    return load_and_keep
+
+
+def classify_sources(sources, classifier: Classifier, options: Options, runtime: Runtime, publish=None) -> dict:
     """Classify every source, printing its line at once, then the summary; Ctrl-C ends early.
+    With `publish` (--serve), each frame also goes to publish(record, loader, the image decoded or
+    None, the 28x28 pixels or None).
 
     Each image is classified as soon as it is decoded, not batched with later ones: a batch would
     hold finished results while the next images decode, and a run killed (out of memory, by a
@@ -147,15 +169,19 @@ def classify_sources(sources, classifier: Classifier, options: Options, runtime:
     try:
         for name, load in sources:
             number += 1
-            for result in classify_batch([(name, *prepare(name, load, options, number))], classifier, options):
-                print(format_result(result, options), flush=True)
-                if result.error:
-                    errors += 1
-                else:
-                    milliseconds.append(result.ms)
-                    keep_frame(result, load, number, options)
+            decoded = []
+            entry = (name, *prepare(name, keeping(load, decoded) if publish else load, options, number))
+            result = classify_batch([entry], classifier, options, number)[0]
+            if publish is not None:
+                publish(result_record(result, options), load, decoded[0] if decoded else None, entry[1])
+            write_line(format_result(result, options))
+            if result.error:
+                errors += 1
+            else:
+                milliseconds.append(result.ms)
+                keep_frame(result, load, number, options)
     except KeyboardInterrupt:
         log("interrupted")
     summary = latency_summary(milliseconds, errors, time.perf_counter() - started, runtime)
-    print(format_summary(summary, options.as_json), flush=True)
+    write_line(format_summary(summary, options.as_json))
     return summary

@@ -9,6 +9,7 @@ from fashion_board import quantization
 # The builtin kernels without XNNPACK compute what tflite-runtime computes on a board (XNNPACK
 # rounds int8 differently: up to 14 of 256 apart here), so the host checks what the device will run.
 RESOLVER = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+XNNPACK = litert.OpResolverType.AUTO  # What ai-edge-litert runs on a board: the builtin kernels with XNNPACK.
 
 
 class GateError(ValueError):
@@ -73,17 +74,18 @@ def check_gate(float_accuracy: float, int8_accuracy: float, max_drop: float) -> 
 
 # Interpreter I/O.
 
-def make_interpreter(model_content: bytes, threads: int | None = None) -> litert.Interpreter:
+def make_interpreter(model_content: bytes, threads: int | None = None, resolver=RESOLVER) -> litert.Interpreter:
     return litert.Interpreter(model_content=model_content, num_threads=threads,
-                              experimental_op_resolver_type=RESOLVER)
+                              experimental_op_resolver_type=resolver)
 
 
-def run_tflite_raw(model_content: bytes, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, dict]:
+def run_tflite_raw(model_content: bytes, images: np.ndarray, batch_size: int = 256,
+                   resolver=RESOLVER) -> tuple[np.ndarray, dict]:
     """Raw outputs (N, 10) in the model's own dtype, and the output tensor's details.
 
     `images` is (N, 28, 28) raw pixels, uint8; they are quantized with the input tensor's parameters.
     """
-    interpreter = make_interpreter(model_content)
+    interpreter = make_interpreter(model_content, resolver=resolver)
     input_detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(input_detail["index"], [batch_size, 28, 28])
     interpreter.allocate_tensors()

@@ -22,6 +22,7 @@ from edge_fashion.deploy.agent import common, service
 
 BLOCK_BYTES = files.BLOCK_BYTES
 METADATA = ".release.json"
+TRASH = ".removing-"  # A pruned release is renamed to TRASH<release>-<pid> before it is removed.
 RELEASE_NAME_LENGTH = 12  # Hex digits of the bundle's sha256 that name its release folder.
 
 
@@ -170,6 +171,8 @@ def switch(board: pathlib.Path, release: str, keep: int, rollback: bool) -> dict
     folder, old = common.release_folder(board, release), common.current_release(board)
     if not (folder / "manifest.json").is_file():
         raise common.AgentError(f"no release {release} in {board / common.RELEASES}")
+    for stale in folder.glob(f"*{METADATA}.partial-*"):  # An earlier switch's write that died half way.
+        stale.unlink()
     if not rollback or not read_metadata(folder):
         write_metadata(folder, time.time())
     outcome = "unchanged"
@@ -185,13 +188,18 @@ def switch(board: pathlib.Path, release: str, keep: int, rollback: bool) -> dict
 
 
 def prune(board: pathlib.Path, keep: int) -> list:
-    """Remove all but the `keep` most recently deployed releases; never the current one."""
+    """Remove all but the `keep` most recently deployed releases; never the current one. What an
+    earlier prune left half removed (it died inside the removal) is removed first."""
+    folder = board / common.RELEASES
+    for leftover in folder.glob(f"{TRASH}*"):
+        shutil.rmtree(str(leftover), ignore_errors=True)
     releases = list_releases(board)
     names = [release["name"] for release in releases["releases"]]
     doomed = [name for name in names[:max(0, len(names) - keep)] if name != releases["current"]]
     for name in doomed:
-        # Renamed first, so a half-removed release never looks like one.
-        trash = board / common.RELEASES / f".removing-{name}"
-        os.rename(str(board / common.RELEASES / name), str(trash))
+        # Renamed first, so a half-removed release never looks like one; to a name of this prune's
+        # own, so a leftover that could not be removed never stands in the way.
+        trash = folder / f"{TRASH}{name}-{os.getpid()}"
+        os.rename(str(folder / name), str(trash))
         shutil.rmtree(str(trash), ignore_errors=True)
     return doomed
