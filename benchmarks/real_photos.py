@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from edge_fashion import config as config_module  # noqa: E402
 from fashion_board import capture, preprocess  # noqa: E402
-from edge_fashion.pipeline import data, evaluate, stages, train  # noqa: E402
+from edge_fashion.pipeline import data, evaluate, photos, stages, train  # noqa: E402
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser and log writer)
 import make_stock_photos  # noqa: E402  (the split and the source folders)
 from test_classify import camera_frame  # noqa: E402  (the tests' camera frames, as benchmarks/proxies.py makes them)
@@ -73,7 +73,7 @@ def make_frames(paths: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for number, path in enumerate(paths):
         started = time.perf_counter()
         try:
-            frame = preprocess.make_frame(preprocess.decode(path, True), None)
+            frame = photos.board_frame(preprocess.decode(path, True))
             frames[number], unsure[number] = frame.pixels, frame.unsure
         except ValueError:
             unsure[number] = True  # No garment found: an empty frame, a wrong answer.
@@ -163,7 +163,7 @@ def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str, kind: str):
         SYNTHETIC[kind](image, rng).save(buffer, "JPEG", quality=90)
         buffer.seek(0)
         try:
-            frames[number] = preprocess.preprocess(preprocess.decode(buffer, True), None)
+            frames[number] = photos.board_frame(preprocess.decode(buffer, True)).pixels
         except ValueError:
             pass  # No garment found: an empty frame, a wrong answer.
     CACHE.mkdir(parents=True, exist_ok=True)

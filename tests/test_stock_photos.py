@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO, run_cli
 from edge_fashion import config
 from edge_fashion.pipeline import augment, data, photos, train
+from fashion_board import preprocess
 
 STOCK = REPO / "edge_fashion" / "stock_photos"
 SPLIT = REPO / "benchmarks" / "stock_photos_split.csv"
@@ -61,6 +62,15 @@ def test_loading_gives_a_frame_for_nearly_every_photo_in_its_class(stock):
         [int(row["label"]) for row in rows], minlength=10).tolist()
     assert stock.framed.mean() > 0.99 and stock.frames[stock.framed].reshape(-1, 784).max(axis=1).min() == 255
     assert np.bincount(stock.labels, minlength=10)[data.LABELS.index("Bag")] == 0
+
+
+def test_the_stock_frames_are_the_boards_own_frames_of_the_photos(stock):
+    """One implementation: the frames that train are what classify.py's make_frame gives the files,
+    objects step included (a pair of shoes framed by one of them)."""
+    chosen = np.random.default_rng(3).choice(len(stock), 12, replace=False)
+    for index in chosen:
+        frame = preprocess.make_frame(preprocess.decode(stock.paths[index], True), None)
+        assert np.array_equal(stock.frames[index], frame.pixels), stock.paths[index]
 
 
 def test_in_training_every_class_gets_its_places_and_bag_gets_stand_ins(stock):

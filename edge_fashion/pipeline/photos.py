@@ -95,6 +95,12 @@ def listed_photos(folders: typing.Sequence[pathlib.Path], warn) -> list[tuple[pa
     return listed
 
 
+def board_frame(image) -> preprocess.Frame:
+    """The board's frame of a decoded photo, as classify.py makes it (no --roi): its pixels, the
+    segmentation's doubt and the objects seen. Every photo the host trains or measures on goes here."""
+    return preprocess.make_frame(image, None)
+
+
 def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
     """(frame, "") as classify.py makes it of the file (decoded with the JPEG draft, no --roi);
     (None, why) for a file that does not decode, (zeros, why) for one with no frame in it."""
@@ -104,7 +110,7 @@ def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
         progress(f"{path}: cannot read it ({common.one_line(error)}), skipped")
         return None, common.one_line(error)
     try:
-        return preprocess.preprocess(image, None), ""
+        return board_frame(image).pixels, ""
     except Exception as error:  # Such as "no garment found": the board answers it with an error.
         progress(f"{path}: {common.one_line(error)}")
         return np.zeros((28, 28), np.uint8), common.one_line(error)
