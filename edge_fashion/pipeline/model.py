@@ -49,7 +49,7 @@ def fold_batch_norm(trained: keras.Model, images: np.ndarray) -> keras.Model:
     plain = build_model(config_module.BuildConfig(dropout=0.0, input_dropout=0.0, batch_norm=False))
     for units in HIDDEN_UNITS:
         dense = trained.get_layer(f"dense_{units}")
-        mean, variance = output_statistics(keras.Model(trained.inputs, dense.output), images)
+        mean, variance = output_statistics(keras.Model(trained.input, dense.output), images)
         norm = trained.get_layer(f"batch_norm_{units}")
         gamma, beta = norm.get_weights()[:2]
         norm.set_weights([gamma, beta, mean, variance])  # Later layers see the exact statistics too.
