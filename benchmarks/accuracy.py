@@ -73,7 +73,7 @@ def train_one(name: str, seed: int, overrides: dict, dataset) -> tuple[dict, obj
     started = time.perf_counter()
     result = train.train(config, split)
     float_content = tflite.to_float(result.model)
-    int8_content = tflite.to_int8(result.model, stages.representative_images(config, dataset)[0], config.io_dtype)
+    int8_content = tflite.to_int8(result.model, stages.representative_images(config, split)[0], config.io_dtype)
     record = {"kind": "train", "name": name, "seed": seed, "overrides": overrides,
               "best_epoch": result.best_epoch, "best_validation": result.best_validation_accuracy,
               "train_seconds": result.seconds, "device": result.device, "config": config_module.to_json(config)}
@@ -106,7 +106,7 @@ def command_quantize(arguments) -> None:
         for per_channel in (True, False):
             calibration_config = dataclasses.replace(config, representative_samples=samples)
             started = time.perf_counter()
-            calibration = stages.representative_images(calibration_config, dataset)[0]
+            calibration = stages.representative_images(calibration_config, split)[0]
             io_dtype = "int8" if arguments.quantizer == "ai-edge" else config.io_dtype
             int8_content = quantizers.to_int8(arguments.quantizer, model, calibration, io_dtype, per_channel)
             record = {"kind": "quantize", "name": arguments.name, "seed": arguments.seed, "overrides": overrides,

@@ -1,25 +1,29 @@
-"""Real-photo accuracy: the default build (and its levers) on phone photos, through the board's preprocessing.
+"""Real-photo accuracy: builds and their levers on real photos of garments, through the board's preprocessing.
 
-The photos (/work/shared/photos, 1,562 phone photos in one folder per class; see its README) are
-split once, stratified by class with seed 0, into a choosing part (80%) and a reporting part (20%).
-Every lever is chosen on the choosing part (and on Fashion-MNIST validation); the reporting part and
-Fashion-MNIST's test set give only the final figures (`--report`). Each run appends a JSON line to
-benchmarks/real_photos.jsonl.
+The photos (two folders of labelled real photos, 2,932 in all; see edge_fashion/stock_photos/README.md)
+are split once (benchmarks/stock_photos_split.csv, made by make_stock_photos.py) into a choosing part
+(80%, three folds), shipped downscaled as the stock set that every default build trains on, and a
+reporting part (20%), never shipped and never trained on. Levers are chosen in folds of the choosing
+part: a build trains on the stock copies of two folds and is measured on the third fold's originals,
+beside Fashion-MNIST validation. `final` runs the real `build` (the stock set in, as a user runs it)
+and measures it on the reporting part, Fashion-MNIST's test set and the synthetic camera frames: the
+figures reported, looked at once. Each run appends a JSON line to benchmarks/real_photos.jsonl.
 
 Usage (from the repository root):
-    python benchmarks/real_photos.py frames --sheet /tmp/frames.png     # preprocessing figures, a contact sheet
-    python benchmarks/real_photos.py train --name base10 --set epochs=10
-    python benchmarks/real_photos.py train --name final --seeds 42 43 44 --report
-    python benchmarks/real_photos.py photos --name w40 --folds 0 1 --set epochs=10 augment_camera=0.3 photo_weight=40
-    python benchmarks/real_photos.py photos --name w40-final --report --set augment_camera=0.3 photo_weight=40
+    python benchmarks/real_photos.py frames --sheet /tmp/frames.png       # preprocessing figures, a contact sheet
+    python benchmarks/real_photos.py folds --name share25 --folds 0 1 --set epochs=10 photo_share=0.25
+    python benchmarks/real_photos.py final --name default --seeds 42 43 44
+    python benchmarks/real_photos.py final --name fashion-mnist --preset fashion-mnist --seeds 42
 """
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -28,53 +32,76 @@ from PIL import Image, ImageDraw
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from edge_fashion import config as config_module  # noqa: E402
-from fashion_board import preprocess  # noqa: E402
+from fashion_board import capture, preprocess  # noqa: E402
 from edge_fashion.pipeline import data, evaluate, photos, stages, train  # noqa: E402
-from edge_fashion.converters import tflite  # noqa: E402
-import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser)
+import accuracy  # noqa: E402  (benchmarks/accuracy.py: its override parser and log writer)
+import make_stock_photos  # noqa: E402  (the split and the source folders)
+from test_classify import camera_frame  # noqa: E402  (the tests' camera frames, as benchmarks/proxies.py makes them)
 
-PHOTOS = pathlib.Path(os.environ.get("EDGE_FASHION_PHOTOS", "/work/shared/photos"))
 LOG = REPO / "benchmarks" / "real_photos.jsonl"
-SPLIT_SEED = 0  # The one split of the photos; never changed once figures were reported.
-REPORTING_SHARE = 0.2
+CACHE = pathlib.Path(os.environ.get("EDGE_FASHION_FRAME_CACHE", "/tmp/edge-fashion-frames"))
+SYNTHETIC_PER_CLASS = 200  # Fashion-MNIST test images per class made into synthetic camera frames.
 
 
-def read_photos() -> tuple[list[pathlib.Path], np.ndarray]:
-    """Every photo path and its Fashion-MNIST label index, from labels.csv."""
-    rows = [line.split(",") for line in (PHOTOS / "labels.csv").read_text().splitlines()[1:] if line]
-    return [PHOTOS / row[0] for row in rows], np.array([int(row[1]) for row in rows], dtype=np.int64)
+@dataclasses.dataclass(frozen=True)
+class PhotoSet:
+    frames: np.ndarray  # (N, 28, 28) uint8; zeros where no garment was found.
+    labels: np.ndarray  # (N,) int64
+    unsure: np.ndarray  # (N,) bool: the board's doubt about its cut.
+    sources: np.ndarray  # (N,) str: the folder each photo came from.
+    folds: np.ndarray  # (N,) int64: the choosing part's fold, -1 in the reporting part.
+    paths: tuple
+
+    def subset(self, chosen: np.ndarray) -> "PhotoSet":
+        return PhotoSet(self.frames[chosen], self.labels[chosen], self.unsure[chosen], self.sources[chosen],
+                        self.folds[chosen], tuple(self.paths[index] for index in np.flatnonzero(chosen)))
 
 
-def split_photos(labels: np.ndarray) -> np.ndarray:
-    """True for the reporting part: 20% of each class, drawn with SPLIT_SEED."""
-    generator = np.random.default_rng(SPLIT_SEED)
-    reporting = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        count = max(1, round(REPORTING_SHARE * len(members)))
-        reporting[generator.choice(members, count, replace=False)] = True
-    return reporting
+def board_fingerprint() -> str:
+    """Frames change when the board's preprocessing does: its sources name the cache."""
+    folder = REPO / "device" / "fashion_board"
+    return hashlib.sha256(b"".join(path.read_bytes() for path in sorted(folder.glob("*.py")))).hexdigest()[:16]
 
 
-def make_frames(paths: list[pathlib.Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(N, 28, 28) uint8 frames through the board's preprocessing, the unsure flags, ms each, errors."""
+def make_frames(paths: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 28, 28) uint8 frames through the board's preprocessing, the unsure flags, ms each."""
     frames = np.zeros((len(paths), 28, 28), dtype=np.uint8)
-    unsure, milliseconds, errors = np.zeros(len(paths), dtype=bool), np.zeros(len(paths)), []
+    unsure, milliseconds = np.zeros(len(paths), dtype=bool), np.zeros(len(paths))
     for number, path in enumerate(paths):
         started = time.perf_counter()
         try:
-            image = preprocess.decode(path, use_draft=True)
-            if hasattr(preprocess, "preprocess_with_doubt"):
-                frames[number], unsure[number] = preprocess.preprocess_with_doubt(image, None)
-            else:  # An older board package (before the colour cut), for before-and-after figures.
-                frames[number] = preprocess.preprocess(image, None)
-        except ValueError as error:
-            errors.append(f"{path.name}: {error}")
-            unsure[number] = True
+            frame = photos.board_frame(preprocess.decode(path, True))
+            frames[number], unsure[number] = frame.pixels, frame.unsure
+        except ValueError:
+            unsure[number] = True  # No garment found: an empty frame, a wrong answer.
         milliseconds[number] = 1000 * (time.perf_counter() - started)
-    return frames, unsure, milliseconds, errors
+    return frames, unsure, milliseconds
+
+
+def photo_set(copies: bool = False) -> PhotoSet:
+    """Every photo of the split, from its original (or, `copies`, the choosing part's shipped copy),
+    through today's board preprocessing; cached by the board's sources."""
+    rows = make_stock_photos.read_split()
+    if copies:
+        rows = [row for row in rows if row["part"] == "choosing"]
+    classes = {(row["source"], row["file"]): row["class"] for row in make_stock_photos.read_labels()}
+    paths = [make_stock_photos.STOCK / capture.folder_name(classes[(row["source"], row["file"])])
+             / pathlib.Path(row["file"]).name if copies else make_stock_photos.source_folder(row["source"]) / row["file"]
+             for row in rows]
+    cache = CACHE / f"{'copies' if copies else 'originals'}-{board_fingerprint()}.npz"
+    if cache.is_file():
+        stored = np.load(cache)
+        frames, unsure = stored["frames"], stored["unsure"]
+    else:
+        frames, unsure, _ = make_frames(paths)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, frames=frames, unsure=unsure)
+    return PhotoSet(frames, np.array([int(row["label"]) for row in rows]), unsure,
+                    np.array([row["source"] for row in rows]),
+                    np.array([int(row["fold"]) if row["fold"] else -1 for row in rows]), tuple(paths))
 
 
 def per_class(labels: np.ndarray, predictions: np.ndarray) -> dict:
@@ -82,17 +109,84 @@ def per_class(labels: np.ndarray, predictions: np.ndarray) -> dict:
             for label in np.unique(labels)}
 
 
-def photo_figures(probabilities: np.ndarray, labels: np.ndarray, unsure: np.ndarray, prefix: str) -> dict:
+def photo_figures(probabilities: np.ndarray, photos_: PhotoSet, prefix: str) -> dict:
+    """Accuracy overall, per class, their mean, per source folder, on frames marked sure; answers per class."""
     predictions = probabilities.argmax(axis=1)
-    return {f"{prefix}": float((predictions == labels).mean()),
-            f"{prefix}_sure": float((predictions == labels)[~unsure].mean()) if (~unsure).any() else None,
-            f"{prefix}_unsure_share": float(unsure.mean()),
-            f"{prefix}_per_class": per_class(labels, predictions),
+    right = predictions == photos_.labels
+    classes = per_class(photos_.labels, predictions)
+    return {prefix: float(right.mean()),
+            f"{prefix}_class_mean": float(np.mean(list(classes.values()))),
+            f"{prefix}_per_class": classes,
+            f"{prefix}_per_source": {source: float(right[photos_.sources == source].mean())
+                                     for source in np.unique(photos_.sources)},
+            f"{prefix}_sure": float(right[~photos_.unsure].mean()) if (~photos_.unsure).any() else None,
             f"{prefix}_predicted": np.bincount(predictions, minlength=10).tolist()}
 
 
-def append(record: dict) -> None:
-    accuracy.append(record, LOG)
+def synthetic_frame(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A Fashion-MNIST image as a camera might see the garment on a floor: dark on a light, textured,
+    unevenly lit background (wood-like grain and blotches), enlarged, off centre, noisy, warm light;
+    a (480, 640) RGB image."""
+    side = int(28 * rng.uniform(6, 12))
+    garment = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC), np.float32)
+    rows, columns = np.mgrid[0:480, 0:640] / 640.0
+    grain = 0.04 * np.sin(2 * np.pi * (rows * rng.uniform(20, 60) + 0.3 * np.sin(2 * np.pi * columns * 3)))
+    blotches = np.asarray(Image.fromarray(rng.uniform(0, 255, (6, 8)).astype(np.uint8)).resize(
+        (640, 480), Image.Resampling.BICUBIC), np.float32) / 255
+    reflectance = 0.8 + grain + 0.1 * (blotches - 0.5)
+    top, left = rng.integers(0, 480 - side + 1), rng.integers(0, 640 - side + 1)
+    reflectance[top:top + side, left:left + side] -= 0.7 * garment / 255
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = 0.75 + 0.25 * (np.cos(angle) * columns + np.sin(angle) * rows)
+    gray = 220 * gradient * np.clip(reflectance, 0.02, 1) + rng.normal(0, 5, reflectance.shape)
+    return Image.fromarray(np.clip(gray[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8))
+
+
+SYNTHETIC = {"camera": camera_frame, "textured": synthetic_frame}  # How a frame is made of an image.
+
+
+def synthetic_set(images: np.ndarray, labels: np.ndarray, name: str, kind: str):
+    """(clean images, their synthetic frames of `kind` through the board's preprocessing, labels, in
+    the even sample): SYNTHETIC_PER_CLASS of each class, seeded, and all the bags besides; the frames made
+    once and cached under `name`."""
+    sample = np.zeros(len(labels), bool)
+    sample[data.stratified_indices(labels, SYNTHETIC_PER_CLASS * 10, 5)] = True
+    chosen = sample | (labels == data.LABELS.index("Bag"))
+    images, labels, sample = images[chosen], labels[chosen].astype(np.int64), sample[chosen]
+    cache = CACHE / f"synthetic-{kind}-{name}-{board_fingerprint()}.npz"
+    if cache.is_file():
+        return images, np.load(cache)["frames"], labels, sample
+    rng = np.random.default_rng(5)
+    frames = np.zeros_like(images)
+    for number, image in enumerate(images):
+        buffer = io.BytesIO()
+        SYNTHETIC[kind](image, rng).save(buffer, "JPEG", quality=90)
+        buffer.seek(0)
+        try:
+            frames[number] = photos.board_frame(preprocess.decode(buffer, True)).pixels
+        except ValueError:
+            pass  # No garment found: an empty frame, a wrong answer.
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, frames=frames)
+    return images, frames, labels, sample
+
+
+def synthetic_figures(model, images: np.ndarray, labels: np.ndarray, name: str) -> dict:
+    """A model (TFLite bytes, or Keras) on synthetic frames of `images` (the tests' camera frames, and
+    textured floors) against the same images clean, over an even sample of the classes and over every
+    bag. Folds use validation images (`name` says which), finals the test set's."""
+    run = (lambda pixels: evaluate.run_tflite(model, pixels)) if isinstance(model, bytes) else (
+        lambda pixels: evaluate.run_keras(model, pixels))
+    record = {}
+    for kind in SYNTHETIC:
+        chosen, frames, chosen_labels, sample = synthetic_set(images, labels, name, kind)
+        clean = run(chosen).argmax(axis=1) == chosen_labels
+        framed = run(frames).argmax(axis=1) == chosen_labels
+        bags = chosen_labels == data.LABELS.index("Bag")
+        record.update({f"{kind}_clean": float(clean[sample].mean()), f"{kind}": float(framed[sample].mean()),
+                       f"{kind}_bags_clean": float(clean[bags].mean()), f"{kind}_bags": float(framed[bags].mean()),
+                       f"{kind}_bag_count": int(bags.sum())})
+    return record
 
 
 def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns: int = 12) -> None:
@@ -114,8 +208,8 @@ def contact_sheet(paths, frames, labels, predictions, out: pathlib.Path, columns
     sheet.save(out)
 
 
-def camera_frame_timing(paths: list[pathlib.Path]) -> str:
-    """Decode and preprocess each photo as a 640x480 camera JPEG (quality 90): the issue's 5 ms budget."""
+def camera_frame_timing(paths: list) -> str:
+    """Decode and preprocess each photo as a 640x480 camera JPEG (quality 90): the 5 ms budget."""
     jpegs = []
     for path in paths:
         with Image.open(path) as photo:
@@ -126,7 +220,7 @@ def camera_frame_timing(paths: list[pathlib.Path]) -> str:
     for content in jpegs * 3:
         started = time.perf_counter()
         try:
-            preprocess.preprocess_with_doubt(preprocess.decode(io.BytesIO(content), use_draft=True), None)
+            preprocess.make_frame(preprocess.decode(io.BytesIO(content), use_draft=True), None)
         except ValueError:
             pass  # No garment found: it still took its time.
         milliseconds.append(1000 * (time.perf_counter() - started))
@@ -136,149 +230,99 @@ def camera_frame_timing(paths: list[pathlib.Path]) -> str:
 
 
 def command_frames(arguments) -> None:
-    paths, labels = read_photos()
-    reporting = split_photos(labels)
-    choosing = np.flatnonzero(~reporting)
-    chosen_paths = [paths[index] for index in choosing]
-    frames, unsure, milliseconds, errors = make_frames(chosen_paths)
-    print(f"choosing part: {len(choosing)} photos, reporting part: {int(reporting.sum())}")
+    every = photo_set()
+    choosing = every.subset(every.folds >= 0)
+    _, _, milliseconds = make_frames(list(choosing.paths[:arguments.count]))
+    print(f"choosing part: {len(choosing.labels)} photos, reporting part: {int((every.folds < 0).sum())}")
     print(f"preprocess (decode included) p50 {np.percentile(milliseconds, 50):.2f} ms, "
-          f"p95 {np.percentile(milliseconds, 95):.2f} ms; unsure {unsure.mean():.1%}; errors {len(errors)}")
-    for error in errors[:10]:
-        print("  ", error)
-    print(camera_frame_timing(chosen_paths[:arguments.count]))
+          f"p95 {np.percentile(milliseconds, 95):.2f} ms; unsure {choosing.unsure.mean():.1%}; "
+          f"no garment found {int((choosing.frames.reshape(len(choosing.frames), -1).max(axis=1) == 0).sum())}")
+    print(camera_frame_timing(list(choosing.paths[:arguments.count])))
     if arguments.sheet:
-        generator = np.random.default_rng(1)
-        shown = np.sort(generator.choice(len(choosing), min(arguments.count, len(choosing)), replace=False))
-        contact_sheet([chosen_paths[i] for i in shown], frames[shown], labels[choosing][shown], None, arguments.sheet)
+        shown = np.sort(np.random.default_rng(1).choice(len(choosing.labels), arguments.count, replace=False))
+        contact_sheet([choosing.paths[index] for index in shown], choosing.frames[shown], choosing.labels[shown],
+                      None, arguments.sheet)
         print(f"contact sheet: {arguments.sheet}")
 
 
-def train_one(name: str, seed: int, overrides: dict, dataset, photo_sets: dict, report: bool,
-              save: pathlib.Path | None = None) -> dict:
-    config = config_module.make_config("default", seed=seed, **overrides)
+def fold_one(name: str, seed: int, preset: str, overrides: dict, dataset, originals: PhotoSet, copies: PhotoSet,
+             fold: int) -> dict:
+    """Train as the default build does, with the stock copies of the other folds for the stock set;
+    measure the fold's originals (Keras, float) and Fashion-MNIST validation."""
+    config = config_module.make_config(preset, seed=seed, **overrides)
+    training = (copies.folds != fold) & (copies.frames.reshape(len(copies.frames), -1).max(axis=1) > 0)
     split = train.make_split(config, dataset)
+    if config.stock_photos:
+        split = dataclasses.replace(split, photo_images=copies.frames[training],
+                                    photo_labels=copies.labels[training].astype(np.uint8))
+    cpu_started = time.process_time()
     result = train.train(config, split)
-    if save:
-        result.model.save(save / f"{name}-{seed}.keras")
-    record = {"kind": "train", "name": name, "seed": seed, "overrides": overrides, "best_epoch": result.best_epoch,
-              "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds}
-    frames, labels, unsure = photo_sets["choosing"]
-    record.update(photo_figures(evaluate.run_keras(result.model, frames), labels, unsure, "choosing"))
-    if report:
-        record.update(final_figures(config, dataset, result.model, photo_sets))
+    cpu_seconds = time.process_time() - cpu_started
+    measured = originals.subset(originals.folds == fold)
+    record = {"kind": "fold", "split": "stock", "name": name, "seed": seed, "fold": fold, "preset": preset,
+              "overrides": overrides, "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
+              "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds,
+              "train_cpu_seconds": cpu_seconds, "images_per_second": result.images_per_second}
+    record.update(photo_figures(evaluate.run_keras(result.model, measured.frames), measured, "held_fold"))
+    if len(split.photo_labels):  # How well the photos it trained on are fitted: against the held fold, overfitting.
+        fitted = evaluate.run_keras(result.model, split.photo_images).argmax(axis=1) == split.photo_labels
+        record["trained_photos_accuracy"] = float(fitted.mean())
+    record.update(synthetic_figures(result.model, split.validation_images, split.validation_labels,
+                                    f"validation-{seed}"))
     return record
 
 
-def final_figures(config, dataset, model, photo_sets: dict, photo_parts=None) -> dict:
-    """The verdict only: Fashion-MNIST's test set and the photos' reporting part, float and int8;
-    calibrated as `build` does, on the training photos too when photo_parts are given."""
-    float_content = tflite.to_float(model)
-    calibration, _ = stages.representative_images(config, dataset, photo_parts)
-    int8_content = tflite.to_int8(model, calibration, config.io_dtype)
-    verdict = evaluate.verify(model, float_content, int8_content, dataset.test_images, dataset.test_labels)
-    record = {"float_test": verdict.float_tflite.accuracy, "int8_test": verdict.int8.accuracy,
-              "drop_points": verdict.drop_points}
-    frames, labels, unsure = photo_sets["reporting"]
-    record.update(photo_figures(evaluate.run_tflite(int8_content, frames), labels, unsure, "reporting_int8"))
-    record.update(photo_figures(evaluate.run_tflite(float_content, frames), labels, unsure, "reporting_float"))
+def command_folds(arguments) -> None:
+    originals, copies, dataset = photo_set(), photo_set(copies=True), data.load_fashion_mnist()
+    overrides = accuracy.parse_overrides(arguments.set)
+    for seed in arguments.seeds:
+        for fold in arguments.folds:
+            accuracy.append(fold_one(arguments.name, seed, arguments.preset, overrides, dataset, originals, copies,
+                                     fold), LOG)
+
+
+def final_one(name: str, seed: int, preset: str, overrides: dict, dataset, reporting: PhotoSet) -> dict:
+    """`edge-fashion build` itself (into a temporary folder), then its models on the reporting part,
+    Fashion-MNIST's test set (from the build's report) and the synthetic camera frames."""
+    config = config_module.make_config(preset, seed=seed, **overrides)
+    with tempfile.TemporaryDirectory() as folder:
+        config = dataclasses.replace(config, out_dir=pathlib.Path(folder) / "build")
+        result = stages.build(config, lambda message: print(message, flush=True))
+        float_content, int8_content = ((config.out_dir / name).read_bytes()
+                                       for name in ("model_float.tflite", "model_int8.tflite"))
+    metrics = result["metrics"]
+    record = {"kind": "final", "split": "stock", "name": name, "seed": seed, "preset": preset, "overrides": overrides,
+              "best_epoch": result["training"]["best_epoch"],
+              "best_validation": result["training"]["best_validation_accuracy"],
+              "train_seconds": result["timings"]["train_seconds"], "build_seconds": result["timings"]["total_seconds"],
+              "images_trained": result["training"]["images"], "float_test": metrics["float_tflite"]["accuracy"],
+              "int8_test": metrics["int8"]["accuracy"], "drop_points": metrics["drop_points"],
+              "numpy_engine_agrees": result["numpy_engine"]["agrees"]}
+    record.update(photo_figures(evaluate.run_tflite(int8_content, reporting.frames), reporting, "reporting_int8"))
+    record.update(photo_figures(evaluate.run_tflite(float_content, reporting.frames), reporting, "reporting_float"))
+    record.update(synthetic_figures(int8_content, dataset.test_images, dataset.test_labels, "test"))
     return record
 
 
-def command_report(arguments) -> None:
-    """The final figures of a model saved by `train --save` (trained with --seed and --set as given)."""
-    import keras  # noqa: PLC0415
-
-    sets, dataset = photo_sets(), data.load_fashion_mnist()
-    config = config_module.make_config("default", seed=arguments.seed, **accuracy.parse_overrides(arguments.set))
-    model = keras.saving.load_model(arguments.model)
-    record = {"kind": "train", "name": arguments.name, "seed": arguments.seed, "overrides": accuracy.parse_overrides(arguments.set)}
-    frames, labels, unsure = sets["choosing"]
-    record.update(photo_figures(evaluate.run_keras(model, frames), labels, unsure, "choosing"))
-    record.update(final_figures(config, dataset, model, sets))
-    append(record)
-
-
-def photo_sets() -> dict:
-    """{"choosing" | "reporting": (frames, labels, unsure)} through today's board preprocessing."""
-    paths, labels = read_photos()
-    reporting = split_photos(labels)
-    frames, unsure, _, _ = make_frames(paths)
-    return {"choosing": (frames[~reporting], labels[~reporting], unsure[~reporting]),
-            "reporting": (frames[reporting], labels[reporting], unsure[reporting])}
+def command_final(arguments) -> None:
+    every, dataset = photo_set(), data.load_fashion_mnist()
+    reporting = every.subset(every.folds < 0)
+    overrides = accuracy.parse_overrides(arguments.set)
+    for seed in arguments.seeds:
+        accuracy.append(final_one(arguments.name, seed, arguments.preset, overrides, dataset, reporting), LOG)
 
 
 def command_evaluate(arguments) -> None:
-    """A saved Keras model on the choosing part, to compare preprocessing variants without training."""
+    """Saved Keras models on the choosing part's originals, to compare preprocessing variants without training."""
     import keras  # noqa: PLC0415
 
-    frames, labels, unsure = photo_sets()["choosing"]
+    every = photo_set()
+    choosing = every.subset(every.folds >= 0)
     for path in arguments.models:
-        model = keras.saving.load_model(path)
-        record = {"kind": "evaluate", "name": arguments.name, "model": path.name}
-        record.update(photo_figures(evaluate.run_keras(model, frames), labels, unsure, "choosing"))
-        append(record)
-
-
-def command_train(arguments) -> None:
-    sets = photo_sets()
-    dataset = data.load_fashion_mnist()
-    overrides = accuracy.parse_overrides(arguments.set)
-    for seed in arguments.seeds:
-        append(train_one(arguments.name, seed, overrides, dataset, sets, arguments.report, arguments.save))
-
-
-FOLD_COUNT = 3  # Folds of the choosing part for levers of `build --photos`: train on two thirds, measure on one.
-
-
-def choosing_folds(labels: np.ndarray) -> np.ndarray:
-    """Each choosing photo's fold (0..FOLD_COUNT-1), stratified by class, drawn with SPLIT_SEED."""
-    generator = np.random.default_rng(SPLIT_SEED)
-    folds = np.zeros(len(labels), dtype=np.int64)
-    for label in np.unique(labels):
-        members = generator.permutation(np.flatnonzero(labels == label))
-        folds[members] = np.arange(len(members)) % FOLD_COUNT
-    return folds
-
-
-def with_photos(config, dataset, frames: np.ndarray, labels: np.ndarray):
-    """The training split with these photo frames mixed in, as `build --photos` does (frames the
-    board could not make, all zeros here, are left out as the build leaves them out)."""
-    framed = frames.reshape(len(frames), -1).max(axis=1) > 0
-    split = dataclasses.replace(train.make_split(config, dataset), photo_images=frames[framed],
-                                photo_labels=labels[framed].astype(np.uint8))
-    part = photos.Photos(frames[framed], labels[framed].astype(np.uint8), (), ("",) * int(framed.sum()))
-    return split, (part, None)
-
-
-def photos_one(name: str, seed: int, overrides: dict, dataset, sets: dict, fold: int | None) -> dict:
-    """A build with photos: trained on the choosing part less one fold and measured on that fold, or
-    (fold None) trained on the whole choosing part and measured on the reporting part."""
-    # With photos, as `build --photos` makes it (photo_epochs unless epochs is set).
-    config = config_module.make_config("default", seed=seed, photos=(PHOTOS,), **overrides)
-    frames, labels, unsure = sets["choosing"]
-    folds = choosing_folds(labels)
-    training = folds != fold if fold is not None else np.ones(len(labels), dtype=bool)
-    split, photo_parts = with_photos(config, dataset, frames[training], labels[training])
-    result = train.train(config, split)
-    record = {"kind": "photos", "name": name, "seed": seed, "fold": fold, "overrides": overrides,
-              "train_photos": len(split.photo_labels), "best_epoch": result.best_epoch,
-              "best_validation": result.best_validation_accuracy, "train_seconds": result.seconds}
-    if fold is not None:
-        measured = ~training
-        record.update(photo_figures(evaluate.run_keras(result.model, frames[measured]), labels[measured],
-                                    unsure[measured], "held_fold"))
-        return record
-    record.update(final_figures(config, dataset, result.model, sets, photo_parts))
-    return record
-
-
-def command_photos(arguments) -> None:
-    sets, dataset = photo_sets(), data.load_fashion_mnist()
-    overrides = accuracy.parse_overrides(arguments.set)
-    for seed in arguments.seeds:
-        for fold in (arguments.folds if not arguments.report else [None]):
-            append(photos_one(arguments.name, seed, overrides, dataset, sets, fold))
+        record = {"kind": "evaluate", "split": "stock", "name": arguments.name, "model": path.name}
+        record.update(photo_figures(evaluate.run_keras(keras.saving.load_model(path), choosing.frames), choosing,
+                                    "choosing"))
+        accuracy.append(record, LOG)
 
 
 def parse_arguments(argv=None):
@@ -286,37 +330,26 @@ def parse_arguments(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     framer = commands.add_parser("frames", help="preprocess the choosing part: time, unsure share, a contact sheet")
     framer.add_argument("--sheet", type=pathlib.Path, help="write a contact sheet of photo and frame here")
-    framer.add_argument("--count", type=int, default=120, help="photos on the contact sheet")
-    trainer = commands.add_parser("train", help="train a config variant per seed, measure it on the photos")
-    trainer.add_argument("--name", required=True)
-    trainer.add_argument("--seeds", type=int, nargs="+", default=[42])
-    trainer.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    trainer.add_argument("--report", action="store_true",
-                         help="also the final figures: the reporting part and Fashion-MNIST's test set, int8")
-    trainer.add_argument("--save", type=pathlib.Path, help="folder for the trained Keras models")
-    reporter = commands.add_parser("report", help="the final figures of a saved model")
-    reporter.add_argument("--name", required=True)
-    reporter.add_argument("--seed", type=int, required=True, help="the seed it was trained with")
-    reporter.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="its config overrides")
-    reporter.add_argument("model", type=pathlib.Path)
+    framer.add_argument("--count", type=int, default=120, help="photos timed and on the contact sheet")
+    for command, text in (("folds", "a lever in folds of the choosing part"),
+                          ("final", "the real build, measured on the reporting part (the figures reported)")):
+        runner = commands.add_parser(command, help=text)
+        runner.add_argument("--name", required=True)
+        runner.add_argument("--seeds", type=int, nargs="+", default=[42])
+        runner.add_argument("--preset", default="default", choices=sorted(config_module.PRESETS))
+        runner.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+        if command == "folds":
+            runner.add_argument("--folds", type=int, nargs="+", default=list(range(make_stock_photos.FOLDS)))
     evaluator = commands.add_parser("evaluate", help="saved Keras models on the choosing part (preprocessing variants)")
     evaluator.add_argument("--name", required=True, help="what the preprocessing variant is called in the log")
     evaluator.add_argument("models", type=pathlib.Path, nargs="+")
-    with_photos_parser = commands.add_parser("photos", help="build --photos levers: in folds of the choosing part, or --report")
-    with_photos_parser.add_argument("--name", required=True)
-    with_photos_parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    with_photos_parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLD_COUNT)),
-                                    help=f"folds to hold out in turn (0..{FOLD_COUNT - 1})")
-    with_photos_parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    with_photos_parser.add_argument("--report", action="store_true",
-                                    help="train on the whole choosing part; measure the reporting part and the test set")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
-    {"frames": command_frames, "train": command_train, "evaluate": command_evaluate, "report": command_report,
-     "photos": command_photos}[arguments.command](arguments)
+    {"frames": command_frames, "folds": command_folds, "final": command_final,
+     "evaluate": command_evaluate}[arguments.command](arguments)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,12 @@ DATA_DIR = click.option("--data-dir", type=click.Path(path_type=pathlib.Path),
                         help="Folder with the four Fashion-MNIST IDX .gz files [default: search $EDGE_FASHION_DATA, "
                              "~/.keras/datasets/fashion-mnist, /usr/share/datasets/fashion-mnist].")
 PRESET = click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
-                      show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; 'plain' "
-                                              "trains without camera augmentation (Fashion-MNIST's images as they are).")
+                      show_default=True, help="Named overrides: 'fast' trains a few epochs for a quick look; "
+                                              "'fashion-mnist' trains on Fashion-MNIST alone, without the stock photos; "
+                                              "'plain' as well, and without camera augmentation (Fashion-MNIST's "
+                                              "images as they are).")
 SEED = click.option("--seed", type=int, help=f"Same seed, same CPU model [default: {DEFAULTS.seed}].")
-EPOCHS = click.option("--epochs", type=click.IntRange(1),
-                      help=f"[default: {DEFAULTS.epochs}; {DEFAULTS.photo_epochs} with --photos]")
+EPOCHS = click.option("--epochs", type=click.IntRange(1), help=f"[default: {DEFAULTS.epochs}]")
 BATCH_SIZE = click.option("--batch-size", type=click.IntRange(1), help=f"[default: {DEFAULTS.batch_size}]")
 LEARNING_RATE = click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
                              help=f"Peak of the cosine schedule [default: {DEFAULTS.learning_rate}].")
@@ -69,10 +70,10 @@ MAX_DROP = click.option("--max-drop", type=float,
 PHOTOS_FOLDER = click.Path(path_type=pathlib.Path, file_okay=False, exists=True)
 PHOTOS = click.option("--photos", type=PHOTOS_FOLDER, multiple=True,
                       help="A folder of your own photos, one sub-folder per class (T-shirt-top/, Ankle boot/, ...); "
-                           "repeatable. Mixed into training; part held out and reported.")
-PHOTO_WEIGHT = click.option("--photo-weight", type=click.IntRange(1),
-                            help=f"Each training photo counts as this many Fashion-MNIST images "
-                                 f"[default: {DEFAULTS.photo_weight}].")
+                           "repeatable. Trained on beside the stock photos; part held out and reported.")
+PHOTO_SHARE = click.option("--photo-share", type=click.FloatRange(0, 1, max_open=True),
+                           help=f"Share of each training batch that photos fill, the stock set's and yours "
+                                f"[default: {DEFAULTS.photo_share}].")
 PHOTO_HELD_OUT = click.option("--photo-held-out", type=click.FloatRange(0, 1, max_open=True),
                               help=f"Share of each class's photos held out of training to report on "
                                    f"[default: {DEFAULTS.photo_held_out}].")
@@ -81,7 +82,7 @@ VERBOSE = click.option("--verbose", "-v", is_flag=True,
 
 TRAINING = (PRESET, SEED, EPOCHS, BATCH_SIZE, LEARNING_RATE, DROPOUT, TRAIN_LIMIT, DEVICE)
 CONVERTING = (REPRESENTATIVE_SAMPLES, QUANTIZER, PER_CHANNEL, IO_DTYPE, MAX_DROP)
-WITH_PHOTOS = (PHOTOS, PHOTO_WEIGHT, PHOTO_HELD_OUT)
+WITH_PHOTOS = (PHOTOS, PHOTO_SHARE, PHOTO_HELD_OUT)
 # convert re-quantizes a trained model: its calibration images and held-out photos are drawn from
 # what that model trained on, so it takes the seed and train limit that training was given.
 CONVERT_SEED = click.option("--seed", type=int, help=f"The seed the model was trained with: calibration images "
@@ -89,6 +90,9 @@ CONVERT_SEED = click.option("--seed", type=int, help=f"The seed the model was tr
 CONVERT_TRAIN_LIMIT = click.option("--train-limit", type=click.IntRange(10),
                                    help="The --train-limit the model was trained with, if any: calibration images "
                                         "are drawn from that subset.")
+CONVERT_PRESET = click.option("--preset", type=click.Choice(sorted(config_module.PRESETS)), default="default",
+                              show_default=True, help="The --preset the model was trained with: whether the stock "
+                                                      "photos join the calibration images.")
 CONVERT_PHOTOS = click.option("--photos", type=PHOTOS_FOLDER, multiple=True,
                               help="The --photos the model was trained with: the training ones join the calibration "
                                    "images, the held-out ones are reported.")
@@ -164,12 +168,14 @@ def build(**options):
     Exits with status 3, leaving latest untouched, when the int8 model loses more than --max-drop
     points of test accuracy; the refused model is kept in OUT/rejected/. A second build into the
     same OUT while one runs stops with an error naming it.
-    With --photos, your own photos train too, and the held-out ones are reported beside the test set.
+    Trains on Fashion-MNIST and on the stock photos shipped with edge-fashion (real photos of
+    garments and shoes); with --photos, your own photos train too, and the held-out ones are
+    reported beside the test set.
 
     \b
     Example:
         edge-fashion build --out artifacts
-        edge-fashion build --photos my-photos/        # trains 40 epochs with your photos
+        edge-fashion build --photos my-photos/        # your photos train beside the stock set
         edge-fashion deploy pi@raspberrypi.local:fashion --install
     """
     from edge_fashion.pipeline import inputs
@@ -200,14 +206,14 @@ def train_command(**options):
     with quiet.hidden_output():
         from edge_fashion.pipeline import stages
 
-    training = stages.train_only(config, progress)
-    click.echo(f"Best validation accuracy {100 * training['best_validation_accuracy']:.2f}% at epoch "
-               f"{training['best_epoch']}; wrote {config.out_dir / stages.TRAINED / 'model.keras'}")
+    trained = stages.train_only(config, progress)
+    click.echo(f"Best validation accuracy {100 * trained.best_validation_accuracy:.2f}% at epoch "
+               f"{trained.best_epoch}; wrote {config.out_dir / stages.TRAINED / 'model.keras'}")
 
 
 @cli.command()
-@with_options(OUT, DATA_DIR, CONVERT_SEED, CONVERT_TRAIN_LIMIT, *CONVERTING, CONVERT_PHOTOS, PHOTO_WEIGHT,
-              PHOTO_HELD_OUT, VERBOSE)
+@with_options(OUT, DATA_DIR, CONVERT_PRESET, CONVERT_SEED, CONVERT_TRAIN_LIMIT, *CONVERTING, CONVERT_PHOTOS,
+              PHOTO_SHARE, PHOTO_HELD_OUT, VERBOSE)
 @user_errors
 def convert(**options):
     """Re-quantize a model without retraining, verify it, and publish it as a new run if it passes.

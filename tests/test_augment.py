@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from edge_fashion import config as config_module
 from edge_fashion.pipeline import augment, data, train
+from fashion_board import preprocess
 
 SHOES = (5, 7, 9)
 
@@ -67,11 +68,25 @@ def mirrored_share(images, labels, classes, flip_classes) -> float:
 
 def test_flips_only_the_allowed_classes(batch):
     images, labels = batch
-    default = config_module.BuildConfig().augment_flip_classes
-    assert not set(default) & set(SHOES)
-    assert mirrored_share(images, labels, SHOES, default) == 0
-    assert 0.25 < mirrored_share(images, labels, default, default) < 0.75
+    # None by default: training turns every image the board's one way after the augmentation.
+    assert config_module.BuildConfig().augment_flip_classes == ()
+    clothes = (0, 1, 2, 3, 4, 6, 8)
+    assert mirrored_share(images, labels, SHOES, clothes) == 0
+    assert 0.25 < mirrored_share(images, labels, clothes, clothes) < 0.75
     assert 0.25 < mirrored_share(images, labels, SHOES, tuple(range(10))) < 0.75
+
+
+def test_training_batches_are_in_the_boards_orientation(batch):
+    images, labels = batch
+    split = train.Split(images.astype(np.uint8), labels.astype(np.uint8), images[:10].astype(np.uint8),
+                        labels[:10].astype(np.uint8))
+    config = dataclasses.replace(config_module.make_config(augment_camera=1.0, augment_flip_classes=tuple(range(10))),
+                                 batch_size=200)
+    pixels = next(iter(train.training_dataset(config, split)))[0].numpy()
+    assert np.array_equal(pixels, np.round(pixels))  # Whole grey levels, as the board's frames.
+    frames = pixels.astype(np.uint8)
+    assert np.array_equal(preprocess.canonical_orientation(frames), frames)
+    assert np.array_equal(preprocess.canonical_orientation(frames[:, :, ::-1]), frames)
 
 
 def widths(images: np.ndarray) -> np.ndarray:
@@ -95,16 +110,21 @@ def test_aspect_widens_and_narrows_and_is_off_at_one(batch):
     assert (np.abs(rows(warped) - rows(images)) <= 1).mean() > 0.95
 
 
-def test_photos_have_their_own_share(batch):
+def test_photos_have_their_own_share_and_stand_ins_are_all_changed(batch):
     images, labels = batch
-    is_photo = tf.constant(np.arange(len(labels)) % 2 == 0)
+    kinds = np.where(np.arange(len(labels)) % 2 == 0, augment.PHOTO, augment.DATASET).astype(np.int32)
     config = config_module.make_config(augment_camera=0.0, augment_photos=1.0)
-    changed = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4), is_photo).numpy()
+    changed = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4), tf.constant(kinds)).numpy()
     same = np.array([np.array_equal(before, after) for before, after in zip(images, changed)])
     assert same[1::2].all() and not same[0::2].any()
     # Without photos in the batch, augment_photos alone changes nothing.
     alone = augment.camera(tf.constant(images), tf.constant(labels), config, seed(4)).numpy()
     assert np.array_equal(alone, images)
+    # A data set image standing in for a photo of a class without photos is always made camera-like.
+    none = config_module.make_config(augment_camera=0.0, augment_photos=0.0)
+    stand_ins = np.full(len(labels), augment.STAND_IN, np.int32)
+    changed = augment.camera(tf.constant(images), tf.constant(labels), none, seed(4), tf.constant(stand_ins)).numpy()
+    assert not any(np.array_equal(before, after) for before, after in zip(images, changed))
 
 
 def test_training_pipeline_uses_it_and_stays_repeatable(batch):

@@ -1,6 +1,7 @@
 """edge-fashion as a user installs it: the wheel carries the device files, a fresh venv holding only
 that wheel (not the checkout) runs a short build, and a build with a missing input fails at once."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -105,8 +106,19 @@ def test_the_wheel_carries_only_what_a_user_runs_and_its_licence(built):
     assert "License-Expression: Apache-2.0" in text and "Classifier: Typing :: Typed" in text
     import edge_fashion
     assert f"Version: {edge_fashion.__version__}" in text
-    licence = next(name for name in wheel.namelist() if name.endswith("/LICENSE"))
+    licence = next(name for name in wheel.namelist() if ".dist-info/" in name and name.endswith("/LICENSE"))
     assert "Apache License" in wheel.read(licence).decode()
+
+
+def test_the_wheel_carries_the_stock_photos_their_readme_and_licence(built):
+    wheel = zipfile.ZipFile(built["wheel"])
+    names = set(wheel.namelist())
+    stock = REPO / "edge_fashion" / "stock_photos"
+    files = [path.relative_to(REPO).as_posix() for path in stock.rglob("*") if path.is_file()]
+    assert len(files) > 2000 and not [name for name in files if name not in names]
+    assert "CC0 1.0 Universal" in wheel.read("edge_fashion/stock_photos/LICENSE").decode()
+    assert "clothing-dataset" in wheel.read("edge_fashion/stock_photos/README.md").decode()
+    assert sum(wheel.getinfo(name).compress_size for name in files) < 15e6
 
 
 def test_the_installed_wheel_not_the_checkout_is_what_runs(venv, tmp_path):
@@ -143,6 +155,9 @@ def test_a_short_build_from_the_wheel_writes_a_complete_bundle(venv, tmp_path, d
                             env=clean_env(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "int8 test accuracy" in result.stdout
+    # It trained on the stock photos the wheel carries.
+    stock = len(list((REPO / "edge_fashion" / "stock_photos").glob("*/*.jpg")))
+    assert json.loads((out / "report.json").read_text())["photos"]["training"]["stock"] == stock
     for name in device_files.bundle_files():
         assert (out / "device" / name).read_bytes() == (REPO / "device" / name).read_bytes(), name
     assert (out / "device" / "fashion_board" / "preprocess.py").is_file()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import REPO, TINY_BUILD_ARGS, run_cli
 from edge_fashion import config
-from edge_fashion.pipeline import data, photo_report, photos, train
+from edge_fashion.pipeline import augment, data, photo_report, photos, train
 
 PHOTOS = REPO / "tests" / "photos"
 CLASSIFY = REPO / "device" / "classify.py"
@@ -91,11 +91,11 @@ def test_build_with_photos_trains_on_them_and_reports_the_held_out_ones(tmp_path
         shutil.copytree(PHOTOS / name, second / name.upper())
     out = tmp_path / "build"
     result = run_cli("build", *TINY_BUILD_ARGS, "--train-limit", "1000", "--data-dir", str(data_dir),
-                     "--out", str(out), "--photos", str(PHOTOS), "--photos", str(second), "--photo-weight", "5")
+                     "--out", str(out), "--photos", str(PHOTOS), "--photos", str(second), "--photo-share", "0.5")
     report = json.loads((out / "report.json").read_text())
     training, held_out = report["photos"]["training"], report["photos"]["held_out"]
-    assert training["train"] + training["held_out"] == PHOTO_COUNT + 8
-    assert training["photo_weight"] == 5 and training["folders"] == [str(PHOTOS), str(second)]
+    assert training["train"] + training["held_out"] == PHOTO_COUNT + 8 and training["stock"] == 0
+    assert training["photo_share"] == 0.5 and training["folders"] == [str(PHOTOS), str(second)]
     counts = [entry["count"] for entry in held_out["int8"]["per_class"]]
     assert held_out["photos"] == training["held_out"] == sum(counts) and counts[8] == 0
     assert all(count >= 1 for index, count in enumerate(counts) if index != 8)
@@ -107,31 +107,60 @@ def test_build_with_photos_trains_on_them_and_reports_the_held_out_ones(tmp_path
     assert "held-out photos" in result.output and "![held_out](photos_held_out.png)" in (out / "report.md").read_text()
 
 
-def test_each_photo_is_drawn_photo_weight_times_an_epoch():
-    split = train.Split(np.zeros((5, 28, 28), np.uint8), np.arange(5, dtype=np.uint8),
-                        np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.uint8),
-                        photo_images=np.ones((2, 28, 28), np.uint8), photo_labels=np.array([3, 4], np.uint8))
-    draws = train.epoch_draws(split, 3)
-    assert np.bincount(draws).tolist() == [1, 1, 1, 1, 1, 3, 3]
-    assert len(train.drawn_images(split, 3)) == 11 and train.drawn_images(split, 3)[5:].min() == 1
+def photo_split(photo_labels) -> train.Split:
+    """A split of 1,000 data set images (100 a class) and photos of the given classes."""
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 100)
+    return train.Split(np.zeros((1000, 28, 28), np.uint8), labels, np.zeros((1, 28, 28), np.uint8),
+                       np.zeros(1, np.uint8), photo_images=np.ones((len(photo_labels), 28, 28), np.uint8),
+                       photo_labels=np.array(photo_labels, np.uint8))
 
 
-def test_with_photos_a_build_trains_photo_epochs_unless_told_otherwise():
-    with_photos = config.make_config(photos=(PHOTOS,))
-    assert with_photos.epochs == with_photos.photo_epochs == 40 and config.make_config().epochs == 30
-    assert config.make_config(photos=(PHOTOS,), epochs=5).epochs == 5
-    assert config.make_config("fast", photos=(PHOTOS,)).epochs == 3
+def test_photos_fill_their_share_of_every_batch_and_a_class_without_photos_gets_stand_ins():
+    # 90 T-shirt photos and 10 sneaker photos, none of the other classes.
+    split = photo_split([0] * 90 + [7] * 10)
+    config_value = config.make_config(batch_size=100, photo_share=0.3, photo_balance=0.5, epochs=2)
+    indices, kinds = train.epoch_draws(config_value, split, np.random.default_rng(0))
+    assert indices.shape == kinds.shape == (10, 100)
+    photo_places = (kinds == augment.PHOTO) | (kinds == augment.STAND_IN)
+    assert (photo_places.sum(axis=1) == 30).all()
+    # Photos are drawn from the photos only, the other places from the data set, each image once an epoch.
+    assert (indices[kinds == augment.PHOTO] >= 1000).all() and (indices[kinds != augment.PHOTO] < 1000).all()
+    assert len(np.unique(indices[kinds == augment.DATASET])) == (kinds == augment.DATASET).sum() == 700
+    # Half the places evenly over the ten classes, half as the photos fall: T-shirt 0.05 + 0.45,
+    # Sneaker 0.05 + 0.05; the eight classes without photos 0.05 each, filled with their own data set images.
+    shares = train.class_shares(config_value, split)
+    assert np.allclose(shares, [0.5, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.1, 0.05, 0.05]) and np.isclose(shares.sum(), 1)
+    stand_ins = indices[kinds == augment.STAND_IN]
+    assert 0.3 < len(stand_ins) / photo_places.sum() < 0.5
+    assert not np.isin(split.train_labels[stand_ins], [0, 7]).any()
+    drawn = np.concatenate([split.train_labels, split.photo_labels])[indices[kinds == augment.PHOTO]]
+    assert 0.1 < np.mean(drawn == 7) / np.mean(drawn == 0) < 0.35  # 0.1 against 0.5 of the places.
+    # Seeded: the same draws again; all of them for the build's epochs.
+    again, _ = train.epoch_draws(config_value, split, np.random.default_rng(0))
+    assert np.array_equal(indices, again) and train.all_draws(config_value, split)[0].shape == (20, 100)
+
+
+def test_without_photos_every_place_is_the_data_sets():
+    split = photo_split([])
+    indices, kinds = train.epoch_draws(config.make_config(batch_size=100), split, np.random.default_rng(0))
+    assert (kinds == augment.DATASET).all() and sorted(indices.ravel().tolist()) == list(range(1000))
+
+
+def test_photos_cost_no_epochs_and_the_presets_say_whether_the_stock_set_trains():
+    assert config.make_config(photos=(PHOTOS,)).epochs == config.make_config().epochs == 30
+    assert config.make_config().stock_photos and config.make_config("fast").stock_photos
+    assert not config.make_config("fashion-mnist").stock_photos and not config.make_config("plain").stock_photos
 
 
 def test_the_split_is_stratified_seeded_and_keeps_a_lone_photo_for_training(test_photos):
     chosen = np.concatenate([np.flatnonzero(test_photos.labels == 0), np.flatnonzero(test_photos.labels == 1)[:1]])
     lone = test_photos.subset(chosen)  # Four T-shirts and one Trouser.
-    trained, held_out = photos.split(lone, 0.2, 42)
-    assert held_out.labels.tolist() == [0] and sorted(trained.labels.tolist()) == [0, 0, 0, 1]
+    parts = photos.split(lone, 0.2, 42)
+    assert parts.held_out.labels.tolist() == [0] and sorted(parts.train.labels.tolist()) == [0, 0, 0, 1]
     first, again = photos.split(test_photos, 0.5, 7), photos.split(test_photos, 0.5, 7)
-    assert first[1].paths == again[1].paths
-    assert np.bincount(first[1].labels, minlength=10).tolist() == [2, 2, 2, 2, 2, 2, 2, 2, 0, 2]
-    assert not set(first[0].paths) & set(first[1].paths)
+    assert first.held_out.paths == again.held_out.paths
+    assert np.bincount(first.held_out.labels, minlength=10).tolist() == [2, 2, 2, 2, 2, 2, 2, 2, 0, 2]
+    assert not set(first.train.paths) & set(first.held_out.paths)
 
 
 def test_a_badly_laid_out_folder_gets_one_line_messages_and_the_rest_is_read(tmp_path):

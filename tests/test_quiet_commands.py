@@ -106,7 +106,7 @@ def test_options_a_command_does_not_use_are_usage_errors(command, option):
 
 
 @pytest.mark.parametrize("option, value", [("--quantizer", "ai-edge"), ("--representative-samples", "10"),
-                                           ("--seed", "1"), ("--photo-weight", "5"), ("--io-dtype", "int8")])
+                                           ("--seed", "1"), ("--photo-share", "0.5"), ("--io-dtype", "int8")])
 def test_evaluate_refuses_building_options_too(option, value):
     assert no_such_option(option, run_cli("evaluate", option, value, expect_exit=2).output)
 

@@ -1,4 +1,9 @@
-"""Fashion-MNIST from Zalando's four original IDX gz files: find, read, validate, split."""
+"""Fashion-MNIST from Zalando's four original IDX gz files: find, read, validate, split.
+
+The images are handed out as the board sees them: each turned one way by the board's own
+`canonical_orientation` (a frame and its mirror image are the same frame there), so that what trains,
+calibrates and tests is what the board classifies.
+"""
 
 import dataclasses
 import gzip
@@ -7,6 +12,8 @@ import pathlib
 import zlib
 
 import numpy as np
+
+from fashion_board import preprocess
 
 LABELS = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -33,9 +40,9 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    train_images: np.ndarray  # (60000, 28, 28) uint8
+    train_images: np.ndarray  # (60000, 28, 28) uint8, in the board's orientation.
     train_labels: np.ndarray  # (60000,) uint8
-    test_images: np.ndarray  # (10000, 28, 28) uint8
+    test_images: np.ndarray  # (10000, 28, 28) uint8, in the board's orientation.
     test_labels: np.ndarray  # (10000,) uint8
     source: pathlib.Path
 
@@ -119,11 +126,12 @@ def read_split(folder: pathlib.Path, images_name: str, labels_name: str) -> tupl
 
 
 def load_fashion_mnist(data_dir: pathlib.Path | None = None, download: bool = True) -> Dataset:
-    """Find, read and validate the four files."""
+    """Find, read and validate the four files; the images in the board's orientation."""
     folder = find_data_dir(data_dir, download)
     train_images, train_labels = read_split(folder, "train_images", "train_labels")
     test_images, test_labels = read_split(folder, "test_images", "test_labels")
-    return Dataset(train_images, train_labels, test_images, test_labels, folder)
+    return Dataset(preprocess.canonical_orientation(train_images), train_labels,
+                   preprocess.canonical_orientation(test_images), test_labels, folder)
 
 
 def stratified_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import zlib
 
 from edge_fashion import config as config_module
 from edge_fashion import device_files
-from edge_fashion.pipeline import data, runs
+from edge_fashion.pipeline import data, photos, runs
 
 MODEL_NAMES = ("model.keras", "model_float.tflite", "model_int8.tflite")  # What a finished build holds.
 TRAINED = "trained"  # OUT/trained/: what `train` wrote, which the next `convert` turns into a run.
@@ -24,11 +24,20 @@ MAGICS = {"train_images": data.IMAGE_MAGIC, "test_images": data.IMAGE_MAGIC,
 
 def check(config: config_module.BuildConfig, bundle: bool = True) -> None:
     """Raise ValueError on the first missing input: device files (when a bundle will be written),
-    the four data files, a writable output folder. What `build` needs."""
+    the four data files, the stock photos (when they train), a writable output folder. What `build` needs."""
     if bundle:
         device_files.bundle_files()
     check_data(config.data_dir)
+    if config.stock_photos:
+        check_stock_photos()
     check_out_dir(pathlib.Path(config.out_dir))
+
+
+def check_stock_photos() -> None:
+    """The stock set's class folders are where the package keeps them."""
+    if not any(photos.STOCK_PHOTOS.glob("*/*.jpg")):
+        raise ValueError(f"{photos.STOCK_PHOTOS}: the stock photos are missing; reinstall edge-fashion, or build "
+                         "with --preset fashion-mnist (Fashion-MNIST alone)")
 
 
 def check_train(config: config_module.BuildConfig) -> None:

@@ -73,6 +73,19 @@ def percent(value: float | None) -> str:
 
 # Pictures and text.
 
+def training_sentence(training: dict) -> str:
+    """How the photos trained, in words."""
+    sources = [f"{training['stock']:,} stock photos"] if training.get("stock") else []
+    if training["folders"]:
+        sources.append(f"{training['train']:,} of yours from {', '.join(training['folders'])}")
+    text = (f"Trained with {' and '.join(sources)}, filling {100 * training['photo_share']:.0f}% of each batch "
+            f"({100 * training['photo_balance']:.0f}% of those places spread evenly over the classes).")
+    if training["folders"]:
+        text += (f" {training['held_out']:,} of yours held out ({100 * training['held_out_share']:.0f}% of each "
+                 "class, seeded).")
+    return text
+
+
 def sheet_rows(labels: np.ndarray, predictions: np.ndarray) -> list[list[int]]:
     """A row per class that has photos: up to PER_CLASS of them, the wrong ones first."""
     rows = []
@@ -145,9 +158,7 @@ def markdown(photos_report: dict) -> str:
     lines = ["## Real photos", ""]
     training = photos_report.get("training")
     if training:
-        lines += [f"Trained with {training['train']} photos from {', '.join(training['folders'])}, each drawn "
-                  f"{training['photo_weight']} times an epoch; {training['held_out']} held out "
-                  f"({100 * training['held_out_share']:.0f}% of each class, seeded).", ""]
+        lines += [training_sentence(training), ""]
     for key, title in TITLES.items():
         section = photos_report.get(key)
         if not section:

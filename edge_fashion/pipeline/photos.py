@@ -7,6 +7,7 @@ are the bytes the board would feed the model.
 """
 
 import dataclasses
+import importlib.resources
 import pathlib
 import typing
 
@@ -16,6 +17,8 @@ from edge_fashion.pipeline import data
 from fashion_board import capture, common, preprocess, sources
 
 PROGRESS_EVERY = 250  # Photos between two progress lines.
+# The stock photo set shipped inside the package (laid out as a photos folder; see its README).
+STOCK_PHOTOS = pathlib.Path(str(importlib.resources.files("edge_fashion") / "stock_photos"))
 
 
 class PhotosError(ValueError):
@@ -40,6 +43,10 @@ class Photos:
     def subset(self, indices: np.ndarray) -> "Photos":
         return Photos(self.frames[indices], self.labels[indices], tuple(self.paths[index] for index in indices),
                       tuple(self.failures[index] for index in indices))
+
+
+def no_photos() -> Photos:
+    return Photos(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), (), ())
 
 
 def folder_name(label: str) -> str:
@@ -88,6 +95,12 @@ def listed_photos(folders: typing.Sequence[pathlib.Path], warn) -> list[tuple[pa
     return listed
 
 
+def board_frame(image) -> preprocess.Frame:
+    """The board's frame of a decoded photo, as classify.py makes it (no --roi): its pixels, the
+    segmentation's doubt and the objects seen. Every photo the host trains or measures on goes here."""
+    return preprocess.make_frame(image, None)
+
+
 def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
     """(frame, "") as classify.py makes it of the file (decoded with the JPEG draft, no --roi);
     (None, why) for a file that does not decode, (zeros, why) for one with no frame in it."""
@@ -97,22 +110,24 @@ def frame_of(path: pathlib.Path, progress) -> tuple[np.ndarray | None, str]:
         progress(f"{path}: cannot read it ({common.one_line(error)}), skipped")
         return None, common.one_line(error)
     try:
-        return preprocess.preprocess(image, None), ""
+        return board_frame(image).pixels, ""
     except Exception as error:  # Such as "no garment found": the board answers it with an error.
         progress(f"{path}: {common.one_line(error)}")
         return np.zeros((28, 28), np.uint8), common.one_line(error)
 
 
-def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callable[[str], None]) -> Photos:
+def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callable[[str], None],
+                quiet: bool = False) -> Photos:
     """Every photo of `folders`; an unreadable one is named and left out, one without a garment is
-    named and kept as a failure (the board would answer it with an error)."""
+    named and kept as a failure (the board would answer it with an error). `quiet`: one line at the
+    end, no line per photo."""
     preprocess.configure_pillow()  # Refuses decompression bombs, as on the board.
     listed = listed_photos(folders, progress)
     frames, labels, paths, failures = [], [], [], []
     for number, (path, label) in enumerate(listed, start=1):
-        if number % PROGRESS_EVERY == 0:
+        if number % PROGRESS_EVERY == 0 and not quiet:
             progress(f"  {number:,} of {len(listed):,} photos preprocessed")
-        frame, failure = frame_of(path, progress)
+        frame, failure = frame_of(path, (lambda message: None) if quiet else progress)
         if frame is not None:
             frames.append(frame)
             labels.append(label)
@@ -124,17 +139,47 @@ def read_photos(folders: typing.Sequence[pathlib.Path], progress: typing.Callabl
     return photos
 
 
+def read_stock(progress: typing.Callable[[str], None]) -> Photos:
+    """The stock photo set, through the board's preprocessing."""
+    if not STOCK_PHOTOS.is_dir():
+        raise PhotosError(f"{STOCK_PHOTOS}: the stock photos are missing; reinstall edge-fashion, or "
+                          "build with --preset fashion-mnist (Fashion-MNIST alone)")
+    return read_photos((STOCK_PHOTOS,), progress, quiet=True)
+
+
 def describe(photos: Photos, folders: typing.Sequence[pathlib.Path]) -> str:
     counts = np.bincount(photos.labels, minlength=len(data.LABELS))
     missing = [data.LABELS[index] for index in np.flatnonzero(counts == 0)]
-    text = (f"  {len(photos):,} photos in {np.count_nonzero(counts)} classes from "
-            f"{', '.join(map(str, folders))}; {int(photos.framed.sum()):,} became frames")
+    where = "the stock set" if tuple(folders) == (STOCK_PHOTOS,) else ", ".join(map(str, folders))
+    text = (f"  {len(photos):,} photos in {np.count_nonzero(counts)} classes from {where}; "
+            f"{int(photos.framed.sum()):,} became frames")
     return text + (f"; no photos of {', '.join(missing)}" if missing else "")
 
 
-def split(photos: Photos, held_out_share: float, seed: int) -> tuple[Photos, Photos]:
-    """(training part, held-out part), stratified by class and seeded. A class with two or more
-    photos keeps at least one on each side; a lone photo trains."""
+@dataclasses.dataclass(frozen=True)
+class PhotoSplit:
+    """A build's photos: the user's --photos split into a part to train on and one to report on, and
+    the stock set, which trains whole."""
+    train: Photos
+    held_out: Photos
+    folders: tuple[pathlib.Path, ...] = ()
+    stock: Photos = dataclasses.field(default_factory=no_photos)
+
+    @property
+    def train_frames(self) -> np.ndarray:
+        """(N, 28, 28) uint8: the frames that train, the stock set's then the user's (photos in which
+        no garment was found left out)."""
+        return np.concatenate([self.stock.frames[self.stock.framed], self.train.frames[self.train.framed]])
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return np.concatenate([self.stock.labels[self.stock.framed], self.train.labels[self.train.framed]])
+
+
+def split(photos: Photos, held_out_share: float, seed: int,
+          folders: typing.Sequence[pathlib.Path] = ()) -> PhotoSplit:
+    """The training part and the held-out part, stratified by class and seeded. A class with two or
+    more photos keeps at least one on each side; a lone photo trains."""
     rng = np.random.default_rng(seed)
     held_out = []
     for label in np.unique(photos.labels):
@@ -145,4 +190,4 @@ def split(photos: Photos, held_out_share: float, seed: int) -> tuple[Photos, Pho
         held_out.append(members[:count])
     held = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, np.int64)
     train = np.setdiff1d(np.arange(len(photos)), held)
-    return photos.subset(train), photos.subset(held)
+    return PhotoSplit(photos.subset(train), photos.subset(held), tuple(folders))

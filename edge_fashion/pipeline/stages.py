@@ -22,112 +22,127 @@ from edge_fashion.pipeline import (bundle, data, evaluate, inputs, numpy_check, 
 MODEL_NAMES, TRAINED = inputs.MODEL_NAMES, inputs.TRAINED  # The names the commands' quick checks look for.
 
 
-def representative_images(config: config_module.BuildConfig, dataset: data.Dataset, photo_parts=None):
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """The two TFLite models, and what int8 was calibrated on."""
+    float_content: bytes
+    int8_content: bytes
+    calibration: np.ndarray  # (N, 28, 28) uint8
+    calibration_sources: dict  # How many of each: {"fashion_mnist": N, "photos": M}.
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What verification found: the models on the test set, the numpy engine, the held-out photos, int8 per layer."""
+    verdict: evaluate.Verdict
+    numpy_engine: dict
+    photos: dict | None  # report.json's `photos`; None when no photos trained.
+    quantization_layers: list
+    seconds: float  # The three models on the test set.
+
+
+def representative_images(config: config_module.BuildConfig, split: train.Split) -> tuple[np.ndarray, dict]:
     """(calibration images, how many of each source): from the training split (never validation or
     test), stratified and seeded, and from the training photos in the share that training draws them."""
-    split = train.make_split(config, dataset)
     count = min(config.representative_samples, len(split.train_labels))
-    frames = training_frames(photo_parts)
-    drawn = config.photo_weight * len(frames)
-    photo_count = min(len(frames), round(count * drawn / (len(split.train_labels) + drawn)))
+    share = train.photo_slots(config, split) / config.batch_size
+    photo_count = min(len(split.photo_labels), round(count * share))
     fashion = split.train_images[data.stratified_indices(split.train_labels, count - photo_count, config.seed)]
-    chosen = np.random.default_rng(config.seed).permutation(len(frames))[:photo_count]
-    return np.concatenate([fashion, frames[chosen]]), {"fashion_mnist": len(fashion), "photos": photo_count}
+    chosen = np.random.default_rng(config.seed).permutation(len(split.photo_labels))[:photo_count]
+    return (np.concatenate([fashion, split.photo_images[chosen]]),
+            {"fashion_mnist": len(fashion), "photos": photo_count})
 
 
-def training_frames(photo_parts) -> np.ndarray:
-    """(N, 28, 28) uint8 frames of the training photos; none without --photos."""
-    if photo_parts is None:
-        return np.zeros((0, 28, 28), np.uint8)
-    return photo_parts[0].frames[photo_parts[0].framed]
-
-
-def convert(config: config_module.BuildConfig, calibration, keras_model, progress) -> tuple[bytes, bytes]:
-    """Float and all-integer int8 TFLite models; raises ValueError if int8 has a float tensor inside."""
+def convert(config: config_module.BuildConfig, split: train.Split, keras_model, stage: pathlib.Path,
+            progress) -> Converted:
+    """Float and all-integer int8 TFLite models, written into `stage`; raises ValueError if int8 has a
+    float tensor inside."""
+    started = time.perf_counter()
+    calibration, sources = representative_images(config, split)
     progress("Converting to float32 TFLite")
     float_content = tflite.to_float(keras_model)
     progress(f"Converting to int8 TFLite ({config.quantizer}), calibrated on {len(calibration)} training images")
     int8_content = quantizers.to_int8(config.quantizer, keras_model, calibration, config.io_dtype, config.per_channel)
     tflite.check_all_integer(int8_content, config.io_dtype)
-    return float_content, int8_content
-
-
-def convert_and_verify(config: config_module.BuildConfig, dataset: data.Dataset, training: dict,
-                       stage: pathlib.Path, progress, photo_parts=None) -> dict:
-    """Write the TFLite models, the report and the device bundle into `stage`; return the report."""
-    started = time.perf_counter()
-    calibration, calibration_sources = representative_images(config, dataset, photo_parts)
-    float_content, int8_content = convert(config, calibration, training["model"], progress)
     files.atomic_write_bytes(stage / "model_float.tflite", float_content)
     files.atomic_write_bytes(stage / "model_int8.tflite", int8_content)
-    converted = time.perf_counter()
+    return Converted(float_content, int8_content, calibration, sources, time.perf_counter() - started)
+
+
+def check(config: config_module.BuildConfig, dataset: data.Dataset, keras_model, converted: Converted,
+          stage: pathlib.Path, progress, photo_split: photos.PhotoSplit) -> Checked:
+    """The models against each other on the test set, the numpy engine against the interpreter, both
+    models on the held-out photos (their contact sheet written into `stage`), and int8 layer by layer."""
     progress(f"Verifying on {len(dataset.test_labels):,} test images: Keras, float TFLite, int8 TFLite")
-    verdict = evaluate.verify(training["model"], float_content, int8_content,
+    started = time.perf_counter()
+    verdict = evaluate.verify(keras_model, converted.float_content, converted.int8_content,
                               dataset.test_images, dataset.test_labels)
-    verified = time.perf_counter()
-    labels = list(data.LABELS)
-    files.atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
-    result = make_report(config, dataset, training, verdict, stage, int8_content)
+    verify_seconds = time.perf_counter() - started
     progress(f"Checking the board's numpy engine against the interpreter on {len(dataset.test_labels):,} test images")
-    result["numpy_engine"] = numpy_check.check(int8_content, dataset.test_images, verdict.int8_probabilities)
-    result["calibration"] = calibration_sources
-    if photo_parts is not None:
-        result["photos"] = held_out_report(config, photo_parts, float_content, int8_content, stage, progress)
+    engine = numpy_check.check(converted.int8_content, dataset.test_images, verdict.int8_probabilities)
+    trained_photos = len(photo_split.stock) + len(photo_split.train)
+    held_out = held_out_report(config, photo_split, converted, stage, progress) if trained_photos else None
     progress("Measuring the int8 error layer by layer")
-    result["quantization_layers"] = quantization_report.layer_errors(training["model"], calibration, calibration[:100])
-    result["timings"].update(convert_seconds=converted - started, verify_seconds=verified - converted)
-    report.write(stage, result, labels, dataset.test_images, dataset.test_labels, verdict.int8_probabilities)
-    if result["gate"]["passed"]:
-        progress("Writing the device bundle")
-        write_bundle(stage, dataset, int8_content, verdict.int8_probabilities, result)
-    return result
+    layers = quantization_report.layer_errors(keras_model, converted.calibration, converted.calibration[:100])
+    return Checked(verdict, engine, held_out, layers, verify_seconds)
 
 
-def write_bundle(stage: pathlib.Path, dataset: data.Dataset, int8_content: bytes, int8_probabilities,
+def write_bundle(stage: pathlib.Path, dataset: data.Dataset, converted: Converted, checked: Checked,
                  result: dict) -> None:
-    cases = bundle.self_test_cases(dataset.test_images, dataset.test_labels, int8_probabilities, int8_content)
+    cases = bundle.self_test_cases(dataset.test_images, dataset.test_labels, checked.verdict.int8_probabilities,
+                                   converted.int8_content)
     accuracy = {"float": result["metrics"]["float_tflite"]["accuracy"],
                 "int8": result["metrics"]["int8"]["accuracy"], "test_images": len(dataset.test_labels)}
     io_specs = result["int8_tensors"]["input"], result["int8_tensors"]["output"]
-    manifest = bundle.manifest(int8_content, io_specs, list(data.LABELS), accuracy, cases)
-    manifest["numpy_engine"] = numpy_check.manifest_record(result["numpy_engine"])
-    bundle.write_device_bundle(stage / "device", int8_content, list(data.LABELS), manifest)
+    manifest = bundle.manifest(converted.int8_content, io_specs, list(data.LABELS), accuracy, cases)
+    manifest["numpy_engine"] = numpy_check.manifest_record(checked.numpy_engine)
+    bundle.write_device_bundle(stage / "device", converted.int8_content, list(data.LABELS), manifest)
 
 
-def held_out_report(config, photo_parts, float_content: bytes, int8_content: bytes, stage: pathlib.Path,
+def held_out_report(config, photo_split: photos.PhotoSplit, converted: Converted, stage: pathlib.Path,
                     progress) -> dict:
     """report.json's `photos`: how the photos were used, and both models on the held-out ones."""
-    train_part, held_out = photo_parts
-    result = {"training": {"folders": [str(folder) for folder in config.photos], "train": len(train_part),
-                           "held_out": len(held_out), "photo_weight": config.photo_weight,
+    result = {"training": {"stock": len(photo_split.stock), "folders": [str(folder) for folder in config.photos],
+                           "train": len(photo_split.train), "held_out": len(photo_split.held_out),
+                           "photo_share": config.photo_share, "photo_balance": config.photo_balance,
                            "held_out_share": config.photo_held_out}}
-    if len(held_out):
-        section, sheet = photo_report.evaluate_photos(float_content, int8_content, held_out, config.photos,
-                                                      "photos_held_out.png")
+    if len(photo_split.held_out):
+        section, sheet = photo_report.evaluate_photos(converted.float_content, converted.int8_content,
+                                                      photo_split.held_out, config.photos, "photos_held_out.png")
         report.save_png(sheet, stage / section["contact_sheet"])
         progress("  " + photo_report.summary_line(section, "held-out photos:"))
         result["held_out"] = section
     return result
 
 
-def make_report(config, dataset, training, verdict, stage, int8_content) -> dict:
-    drop = verdict.drop_points
-    input_spec, output_spec = tflite.io_specs(int8_content)
-    return {
+def make_report(config, dataset: data.Dataset, trained: train.TrainResult, converted: Converted,
+                checked: Checked, stage: pathlib.Path) -> dict:
+    """report.json's content, from what each stage returned."""
+    drop = checked.verdict.drop_points
+    input_spec, output_spec = tflite.io_specs(converted.int8_content)
+    record = trained.record()
+    result = {
         "edge_fashion": edge_fashion.__version__,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config_module.to_json(config),
         "versions": report.package_versions(),
-        "device": training["device"],
+        "device": trained.device,
         "data": {"source": str(dataset.source), "test_images": len(dataset.test_labels)},
-        "training": {key: training.get(key) for key in ("seed", "best_epoch", "best_validation_accuracy", "history")},
-        "timings": {"train_seconds": training["seconds"]},
-        "metrics": verdict.to_json(),
+        "training": {key: record[key] for key in ("seed", "best_epoch", "best_validation_accuracy", "history",
+                                                  "images")},
+        "timings": {"train_seconds": trained.seconds, "convert_seconds": converted.seconds,
+                    "verify_seconds": checked.seconds},
+        "metrics": checked.verdict.to_json(),
         "gate": {"max_drop": config.max_drop, "drop_points": drop, "passed": evaluate.gate_passed(drop, config.max_drop)},
         "int8_tensors": {"input": input_spec, "output": output_spec},
         "sizes": {name: (stage / name).stat().st_size for name in MODEL_NAMES},
         "sha256": {name: files.sha256_file(stage / name) for name in MODEL_NAMES},
+        "numpy_engine": checked.numpy_engine,
+        "calibration": converted.calibration_sources,
+        "quantization_layers": checked.quantization_layers,
     }
+    return result if checked.photos is None else {**result, "photos": checked.photos}
 
 
 def summary(result: dict, out_dir: pathlib.Path) -> str:
@@ -140,13 +155,19 @@ def summary(result: dict, out_dir: pathlib.Path) -> str:
         f"top-1 agreement {100 * metrics['int8_float_agreement']:.2f}%)",
         f"sizes                  int8 {sizes['model_int8.tflite'] / 1e6:.3f} MB, float {sizes['model_float.tflite'] / 1e6:.3f} MB "
         f"({ratio:.2f}x)",
-        f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s; "
-        f"whole build {result['timings'].get('total_seconds', 0):.0f} s",
+        f"trained on             {result['device']} in {result['timings']['train_seconds']:.0f} s"
+        f"{speed_phrase(result)}; whole build {result['timings'].get('total_seconds', 0):.0f} s",
         *photo_lines(result),
         f"numpy engine           {numpy_check.verdict(result['numpy_engine'])}",
         f"written to             {out_dir / runs.RUNS / result['run']}/, now {out_dir / runs.LATEST}; "
         f"copy {out_dir / 'device'}/ to the board",
     ])
+
+
+def speed_phrase(result: dict) -> str:
+    """' (2,950 images a second)', or nothing when the report has no count."""
+    images, seconds = result["training"].get("images"), result["timings"]["train_seconds"]
+    return f" ({images / seconds:,.0f} images a second)" if images and seconds else ""
 
 
 def photo_lines(result: dict) -> list[str]:
@@ -162,11 +183,12 @@ def build(config: config_module.BuildConfig, progress) -> dict:
     started = time.perf_counter()
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
-        photo_parts = load_photos(config, progress)
-        training = run_training(config, dataset, progress, photo_parts)
+        photo_split = load_photos(config, progress)
+        split = training_split(config, dataset, photo_split, progress)
+        trained = run_training(config, split, progress)
         with runs.staging(config.out_dir) as stage:
-            bundle.save_keras_atomically(training["model"], stage / "model.keras")
-            return finish(config, dataset, training, stage, started, progress, photo_parts)
+            bundle.save_keras_atomically(trained.model, stage / "model.keras")
+            return finish(config, dataset, split, trained, stage, started, progress, photo_split)
 
 
 def reconvert(config: config_module.BuildConfig, progress) -> dict:
@@ -177,27 +199,29 @@ def reconvert(config: config_module.BuildConfig, progress) -> dict:
         raise ValueError(f"{config.out_dir} not found: run `edge-fashion build --out {config.out_dir}` first")
     with runs.lock(config.out_dir):
         source = training_source(config.out_dir)
-        training = read_training(source)
+        trained = read_training(source)
         dataset = load_data(config, progress)
-        photo_parts = load_photos(config, progress)
+        photo_split = load_photos(config, progress)
+        split = training_split(config, dataset, photo_split, progress)
         with runs.staging(config.out_dir) as stage:
             runs.copy_file(source / "model.keras", stage / "model.keras")
-            result = finish(config, dataset, training, stage, started, progress, photo_parts)
+            result = finish(config, dataset, split, trained, stage, started, progress, photo_split)
         if source == config.out_dir / TRAINED:
             runs.retire(source)
         return result
 
 
-def train_only(config: config_module.BuildConfig, progress) -> dict:
-    """Train and write OUT/trained/model.keras and train.json (swapped in whole); return what train.json holds."""
+def train_only(config: config_module.BuildConfig, progress) -> train.TrainResult:
+    """Train and write OUT/trained/model.keras and train.json (swapped in whole)."""
     dataset = load_data(config, progress)
     with runs.lock(config.out_dir):
-        training = run_training(config, dataset, progress, load_photos(config, progress))
+        split = training_split(config, dataset, load_photos(config, progress), progress)
+        trained = run_training(config, split, progress)
         with runs.staging(config.out_dir) as stage:
-            bundle.save_keras_atomically(training.pop("model"), stage / "model.keras")
-            files.atomic_write_json(stage / "train.json", training)
+            bundle.save_keras_atomically(trained.model, stage / "model.keras")
+            files.atomic_write_json(stage / "train.json", {**trained.record(), "config": config_module.to_json(config)})
             runs.swap_folder(stage, config.out_dir / TRAINED)
-    return training
+    return trained
 
 
 def training_source(out_dir: pathlib.Path) -> pathlib.Path:
@@ -214,46 +238,54 @@ def load_data(config: config_module.BuildConfig, progress) -> data.Dataset:
     return dataset
 
 
-def load_photos(config: config_module.BuildConfig, progress):
-    """(training part, held-out part) of the --photos folders, stratified and seeded; None without them."""
+def load_photos(config: config_module.BuildConfig, progress) -> photos.PhotoSplit:
+    """The stock set, and the --photos folders' training and held-out parts (stratified, seeded)."""
+    stock = photos.no_photos()
+    if config.stock_photos:
+        progress("Reading the stock photos through the board's preprocessing")
+        stock = photos.read_stock(progress)
     if not config.photos:
-        return None
+        return photos.PhotoSplit(photos.no_photos(), photos.no_photos(), stock=stock)
     progress(f"Reading photos from {', '.join(map(str, config.photos))} through the board's preprocessing")
-    train_part, held_out = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed)
-    progress(f"  {len(train_part):,} photos to train on, {len(held_out):,} held out to report on")
-    return train_part, held_out
+    own = photos.split(photos.read_photos(config.photos, progress), config.photo_held_out, config.seed, config.photos)
+    progress(f"  {len(own.train):,} photos to train on, {len(own.held_out):,} held out to report on")
+    return dataclasses.replace(own, stock=stock)
 
 
-def run_training(config: config_module.BuildConfig, dataset: data.Dataset, progress, photo_parts=None) -> dict:
-    split = train.make_split(config, dataset)
-    if photo_parts is not None:
-        frames = training_frames(photo_parts)
-        split = dataclasses.replace(split, photo_images=frames,
-                                    photo_labels=photo_parts[0].labels[photo_parts[0].framed])
-        progress(f"  each of {len(frames):,} photos drawn {config.photo_weight} times an epoch")
+def training_split(config: config_module.BuildConfig, dataset: data.Dataset,
+                   photo_split: photos.PhotoSplit, progress) -> train.Split:
+    """What trains and validates: the data set's split, and the training photos' frames beside it."""
+    split = dataclasses.replace(train.make_split(config, dataset), photo_images=photo_split.train_frames,
+                                photo_labels=photo_split.train_labels)
+    if len(split.photo_labels):
+        progress(f"  {len(split.photo_labels):,} photos fill {train.photo_slots(config, split)} of each batch's "
+                 f"{config.batch_size} places")
+    return split
+
+
+def run_training(config: config_module.BuildConfig, split: train.Split, progress) -> train.TrainResult:
     progress(f"Training on {len(split.train_labels):,} images, validating on {len(split.validation_labels):,}")
-    result = train.train(config, split)
-    progress(f"  best epoch {result.best_epoch}: validation accuracy {100 * result.best_validation_accuracy:.2f}%, "
-             f"{result.seconds:.0f} s on {result.device}")
-    return {"model": result.model, "device": result.device, "seconds": result.seconds, "seed": config.seed,
-            "best_epoch": result.best_epoch, "best_validation_accuracy": result.best_validation_accuracy,
-            "history": result.history, "config": config_module.to_json(config)}
+    trained = train.train(config, split)
+    progress(f"  best epoch {trained.best_epoch}: validation accuracy {100 * trained.best_validation_accuracy:.2f}%, "
+             f"{trained.seconds:.0f} s on {trained.device}, {trained.images_per_second:,.0f} images a second")
+    return trained
 
 
-def read_training(folder: pathlib.Path) -> dict:
+def read_training(folder: pathlib.Path) -> train.TrainResult:
     """model.keras and what is known of its training: train.json, else a run's report."""
     if not (folder / "model.keras").is_file():
         raise ValueError(f"{folder / 'model.keras'} not found: run `edge-fashion train --out {folder}` first")
     if (folder / "train.json").is_file():
-        training = json.loads((folder / "train.json").read_text())
+        record = json.loads((folder / "train.json").read_text())
     else:
         run_report = runs.read_report(folder)
-        training = {**run_report.get("training", {}), "device": run_report.get("device"),
-                    "seconds": run_report.get("timings", {}).get("train_seconds")}
-    training["device"] = training.get("device") or "unknown (trained earlier)"
-    training["seconds"] = training.get("seconds") or 0.0
-    training["model"] = keras.saving.load_model(folder / "model.keras")
-    return training
+        record = {**run_report.get("training", {}), "device": run_report.get("device"),
+                  "seconds": run_report.get("timings", {}).get("train_seconds")}
+    return train.TrainResult(
+        model=keras.saving.load_model(folder / "model.keras"), history=record.get("history"),
+        best_epoch=record.get("best_epoch"), best_validation_accuracy=record.get("best_validation_accuracy"),
+        device=record.get("device") or "unknown (trained earlier)", seconds=record.get("seconds") or 0.0,
+        seed=record.get("seed"), images=record.get("images"))
 
 
 def read_models(out_dir: pathlib.Path):
@@ -267,19 +299,26 @@ def read_models(out_dir: pathlib.Path):
             (out_dir / MODEL_NAMES[1]).read_bytes(), (out_dir / MODEL_NAMES[2]).read_bytes())
 
 
-def finish(config: config_module.BuildConfig, dataset: data.Dataset, training: dict, stage: pathlib.Path,
-           started: float, progress, photo_parts=None) -> dict:
+def finish(config: config_module.BuildConfig, dataset: data.Dataset, split: train.Split, trained: train.TrainResult,
+           stage: pathlib.Path, started: float, progress, photo_split: photos.PhotoSplit) -> dict:
     """Convert, verify, report and bundle in `stage`; publish it and return the report, or keep it
     aside and raise GateError if int8 is refused."""
-    result = convert_and_verify(config, dataset, training, stage, progress, photo_parts)
+    converted = convert(config, split, trained.model, stage, progress)
+    checked = check(config, dataset, trained.model, converted, stage, progress, photo_split)
+    files.atomic_write_text(stage / "labels.txt", "\n".join(data.LABELS) + "\n")
+    result = make_report(config, dataset, trained, converted, checked, stage)
+    report.write(stage, result, list(data.LABELS), dataset.test_images, dataset.test_labels,
+                 checked.verdict.int8_probabilities)
     if not result["gate"]["passed"]:
         rejected = bundle.reject(stage, config.out_dir)
         metrics = result["metrics"]
         message = evaluate.gate_message(metrics["float_tflite"]["accuracy"], metrics["int8"]["accuracy"], config.max_drop)
         raise evaluate.GateError(f"{message}; refused model kept at {rejected}; the build in {config.out_dir} "
                                  f"and its latest run are unchanged")
-    result["timings"]["total_seconds"] = time.perf_counter() - started
-    result["run"] = runs.run_name(config.out_dir, result["sha256"]["model_int8.tflite"])
+    progress("Writing the device bundle")
+    write_bundle(stage, dataset, converted, checked, result)
+    result = {**result, "timings": {**result["timings"], "total_seconds": time.perf_counter() - started},
+              "run": runs.run_name(config.out_dir, result["sha256"]["model_int8.tflite"])}
     files.atomic_write_json(stage / "report.json", result)
     runs.publish(stage, config.out_dir, result["run"])
     return result

@@ -14,16 +14,29 @@ from edge_fashion import config as config_module
 from edge_fashion.pipeline import augment as augment_module
 from edge_fashion.pipeline import data
 from edge_fashion.pipeline import model as model_module
+from fashion_board import preprocess
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     model: keras.Model
-    history: dict  # Per-epoch lists: loss, accuracy, val_loss, val_accuracy, seconds.
-    best_epoch: int  # 1-based.
-    best_validation_accuracy: float
+    history: dict | None  # Per-epoch lists: loss, accuracy, val_loss, val_accuracy, seconds.
+    best_epoch: int | None  # 1-based.
+    best_validation_accuracy: float | None
     device: str  # What trained, in words ("CPU (2 cores)", "GPU: NVIDIA H100").
     seconds: float
+    seed: int | None = None  # None for a model whose training left no record.
+    images: int | None = None  # Images trained on, counted once per epoch that drew them.
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.images and self.seconds else None
+
+    def record(self) -> dict:
+        """What train.json and the report keep of the training: everything but the model."""
+        return {"device": self.device, "seconds": self.seconds, "seed": self.seed, "best_epoch": self.best_epoch,
+                "best_validation_accuracy": self.best_validation_accuracy, "history": self.history,
+                "images": self.images}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +45,8 @@ class Split:
     train_labels: np.ndarray  # (N,) uint8
     validation_images: np.ndarray
     validation_labels: np.ndarray
-    # The user's own photos' frames for training (build --photos), drawn photo_weight times an epoch.
+    # Frames of real photos for training (the stock set and the user's --photos), drawn into a share
+    # of each batch (epoch_draws).
     photo_images: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
     photo_labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
 
@@ -132,46 +146,97 @@ def mixup(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
 
 
 def augment(config: config_module.BuildConfig, images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor,
-            is_photo: tf.Tensor | None = None):
+            kinds: tf.Tensor | None = None):
     seeds = tf.random.experimental.stateless_split(seed, 4)
     shift_seed, flip_seed, mixup_seed = seeds[0], seeds[1], seeds[2]
-    images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3], is_photo)
+    images = augment_module.camera(images, tf.argmax(targets, axis=1), config, seeds[3], kinds)
     if config.shift_pixels > 0:
         images = shift(images, config.shift_pixels, shift_seed)
     if config.flip:
         images = flip(images, flip_seed)
     if config.mixup > 0:
         images, targets = mixup(images, targets, config.mixup, mixup_seed)
-    return images, targets
+    return board_orientation(images), targets
 
 
-def epoch_draws(split: Split, photo_weight: int) -> np.ndarray:
-    """One epoch's indices into the training images followed by the photos: each image once, each
-    photo `photo_weight` times (oversampling, so a few hundred photos weigh against 55,000 images)."""
+def board_orientation(images: tf.Tensor) -> tf.Tensor:
+    """(B, 28, 28) float32 images as the board would turn them were they its frames: rounded to
+    uint8 and put through the board's own canonical_orientation (a warp or a shift can move a
+    garment's mass across the middle)."""
+    frames = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    turned = tf.numpy_function(preprocess.canonical_orientation, [frames], tf.uint8, stateful=False)
+    return tf.cast(tf.ensure_shape(turned, images.shape), tf.float32)
+
+
+def steps_per_epoch(config: config_module.BuildConfig, split: Split) -> int:
+    """An epoch is as many batches as the data set's training images fill, photos or not."""
+    return -(-len(split.train_labels) // config.batch_size)
+
+
+def photo_slots(config: config_module.BuildConfig, split: Split) -> int:
+    """Places in each batch that photos fill (none without photos)."""
+    return round(config.photo_share * config.batch_size) if len(split.photo_labels) else 0
+
+
+def class_shares(config: config_module.BuildConfig, split: Split) -> np.ndarray:
+    """(10,) share of the photo places each class gets: `photo_balance` of them evenly, the rest as
+    the photos' own classes fall. A class without photos (no photo shows a bag) keeps its even part,
+    and a data set image of it, camera-augmented, stands in for the photo."""
+    counts = np.bincount(split.photo_labels, minlength=len(data.LABELS))
+    return config.photo_balance / len(counts) + (1 - config.photo_balance) * counts / max(1, counts.sum())
+
+
+def epoch_draws(config: config_module.BuildConfig, split: Split, rng: np.random.Generator):
+    """One epoch's batches: (steps, batch) int32 indices into the training images followed by the
+    photos, and (steps, batch) int32 kinds (augment.DATASET, PHOTO or STAND_IN).
+
+    Each batch holds the same number of photo places, drawn class by class_shares; the rest take the
+    data set's images in a fresh random order."""
+    steps, size, slots = steps_per_epoch(config, split), config.batch_size, photo_slots(config, split)
     count = len(split.train_labels)
-    return np.concatenate([np.arange(count), np.repeat(count + np.arange(len(split.photo_labels)), photo_weight)])
+    order = np.concatenate([rng.permutation(count) for _ in range(-(-steps * (size - slots) // count))])
+    indices = np.empty((steps, size), np.int32)
+    kinds = np.full((steps, size), augment_module.DATASET, np.int32)
+    indices[:, slots:] = order[:steps * (size - slots)].reshape(steps, size - slots)
+    if not slots:
+        return indices, kinds
+    classes = rng.choice(len(data.LABELS), size=(steps, slots), p=class_shares(config, split))
+    for label in range(len(data.LABELS)):
+        places = classes == label
+        photos = np.flatnonzero(split.photo_labels == label)
+        if len(photos):
+            indices[:, :slots][places] = count + photos[rng.integers(len(photos), size=int(places.sum()))]
+            kinds[:, :slots][places] = augment_module.PHOTO
+        else:
+            images = np.flatnonzero(split.train_labels == label)
+            indices[:, :slots][places] = rng.choice(images, size=int(places.sum())) if len(images) else 0
+            kinds[:, :slots][places] = augment_module.STAND_IN
+    return indices, kinds
 
 
-def drawn_images(split: Split, photo_weight: int) -> np.ndarray:
-    """(N, 28, 28) uint8: what an epoch draws, for the statistics batch norm is folded with."""
-    return np.concatenate([split.train_images, np.repeat(split.photo_images, photo_weight, axis=0)])
+def all_draws(config: config_module.BuildConfig, split: Split):
+    """epoch_draws for every epoch, seeded: (epochs * steps, batch) indices and kinds."""
+    rng = np.random.default_rng(config.seed)
+    draws = [epoch_draws(config, split, rng) for _ in range(config.epochs)]
+    return np.concatenate([indices for indices, _ in draws]), np.concatenate([kinds for _, kinds in draws])
 
 
-def training_dataset(config: config_module.BuildConfig, split: Split) -> tf.data.Dataset:
-    """Endless shuffled, augmented batches of (float32 pixels, one-hot targets); reshuffled every pass."""
+def drawn_images(split: Split, indices: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8: the images one epoch draws, for the statistics batch norm is folded with."""
+    return np.concatenate([split.train_images, split.photo_images])[indices.ravel()]
+
+
+def training_dataset(config: config_module.BuildConfig, split: Split, draws=None) -> tf.data.Dataset:
+    """Augmented batches of (float32 pixels, one-hot targets), epoch after epoch as `draws` (all_draws) say."""
+    indices, kinds = draws if draws is not None else all_draws(config, split)
     images = tf.constant(np.concatenate([split.train_images, split.photo_images]))
     targets = tf.constant(one_hot(np.concatenate([split.train_labels, split.photo_labels])))
-    draws = epoch_draws(split, config.photo_weight)
-    indices = tf.data.Dataset.from_tensor_slices(draws).shuffle(len(draws), seed=config.seed,
-                                                                reshuffle_each_iteration=True)
-    batches = indices.repeat().batch(config.batch_size)
+    batches = tf.data.Dataset.from_tensor_slices((indices, kinds)).repeat()
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2)  # One stateless seed per batch.
 
-    count, has_photos = len(split.train_labels), len(split.photo_labels) > 0
-
-    def gather(chosen, seed):
-        return augment(config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed,
-                       chosen >= count if has_photos else None)
+    def gather(batch, seed):
+        chosen, kind = batch
+        return augment(config, tf.cast(tf.gather(images, chosen), tf.float32), tf.gather(targets, chosen), seed, kind)
     return tf.data.Dataset.zip(batches, seeds).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
@@ -197,11 +262,12 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     """Train the MLP on `split` and return it at its best validation epoch."""
     seed_everything(config.seed)
     strategy, device = select_strategy(config.device)
-    steps_per_epoch = -(-len(epoch_draws(split, config.photo_weight)) // config.batch_size)
+    steps = steps_per_epoch(config, split)
+    draws = all_draws(config, split)
     with strategy.scope():
         network = model_module.build_model(config)
         network.compile(
-            optimizer=make_optimizer(config, steps_per_epoch),
+            optimizer=make_optimizer(config, steps),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy"],
         )
@@ -210,17 +276,17 @@ def train(config: config_module.BuildConfig, split: Split) -> TrainResult:
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum > 0 else []
     fitted = network.fit(
         # The dataset shuffles itself (seeded); Keras' own shuffle would only warn.
-        training_dataset(config, split), steps_per_epoch=steps_per_epoch, shuffle=False,
+        training_dataset(config, split, draws), steps_per_epoch=steps, shuffle=False,
         validation_data=(split.validation_images.astype(np.float32), one_hot(split.validation_labels)),
         validation_batch_size=1000, epochs=config.epochs, callbacks=[*swap, keep_best], verbose=1 if sys.stdout.isatty() else 2,
     )
     network.set_weights(keep_best.best_weights)
     if config.batch_norm:
-        network = model_module.fold_batch_norm(network, drawn_images(split, config.photo_weight))
+        network = model_module.fold_batch_norm(network, drawn_images(split, draws[0][:steps]))
     history = {key: [float(value) for value in values] for key, values in fitted.history.items()}
     history["seconds"] = keep_best.epoch_seconds
-    return TrainResult(network, history, keep_best.best_epoch, keep_best.best_accuracy,
-                       device, time.perf_counter() - started)
+    return TrainResult(network, history, keep_best.best_epoch, keep_best.best_accuracy, device,
+                       time.perf_counter() - started, config.seed, config.epochs * steps * config.batch_size)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
