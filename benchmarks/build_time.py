@@ -1,4 +1,4 @@
-"""Time a real build, stage by stage (issue 2: a default build in at most 3 minutes).
+"""Time a real build, stage by stage: each stage's seconds.
 
 Usage:
     python benchmarks/build_time.py                      # a default build into a temporary folder

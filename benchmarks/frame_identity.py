@@ -1,4 +1,4 @@
-"""Do the host and the board make the same 28x28 frames of real photos? (issue 11, item 1)
+"""Do the host and the board make the same 28x28 frames of real photos?
 
 Usage:
     python benchmarks/frame_identity.py ../shared/photos

@@ -1,4 +1,4 @@
-"""Kill builds at random moments and race two builds into one folder; count what is left whole (issue 14).
+"""Kill builds at random moments and race two builds into one folder; count what is left whole.
 
 Usage:
     python benchmarks/kill_and_race.py --kills 20 --races 5            # into a temporary folder

@@ -51,7 +51,7 @@ class BuildConfig:
     flip: bool = False
     # Mixup's Beta(alpha, alpha): blends pairs of images and their labels; 0 turns it off.
     mixup: float = 0.0
-    # Camera augmentation (build/augment.py): this share of each batch is made to look like what the
+    # Camera augmentation (pipeline/augment.py): this share of each batch is made to look like what the
     # board's preprocessing makes of a phone photo; 0 turns it off. The levers below shape it. On the
     # photos' choosing part (10 epochs, seed 42) 0.3 beat 0.2, 0.4, 0.5 and 0.8 (docs/accuracy.md).
     # With augment_aspect 1.3 it keeps Fashion-MNIST's bar (90.60% float test, 3 seeds) and takes
