@@ -161,8 +161,8 @@ def test_the_board_package_as_the_host_imports_it_loads_nothing_of_the_host():
     assert host_modules == "[]", host_modules
 
 
-def test_dataset_form_images_are_only_turned_to_their_canonical_orientation(classify, test_set):
-    images, _ = test_set
+def test_dataset_form_images_are_only_turned_to_their_canonical_orientation(classify, data_dir):
+    images, _ = data.read_split(data_dir, "test_images", "test_labels")  # As the files hold them, not yet turned.
     turned = classify.preprocess.canonical_orientation(images)
     changed = [index for index, image in enumerate(images)
                if not np.array_equal(classify.preprocess.to_dataset_form(image), turned[index])]
