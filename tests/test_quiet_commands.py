@@ -96,8 +96,12 @@ TRAINING_ONLY = ["--preset", "fast", "--epochs", "5", "--batch-size", "64", "--l
                  "--dropout", "0.1", "--device", "cpu"]
 
 
-@pytest.mark.parametrize("command", ["evaluate", "convert"])
-@pytest.mark.parametrize("option", TRAINING_ONLY[::2])
+# convert takes --preset (whether the stock photos join the int8 calibration); evaluate takes none of them.
+UNUSED = [(command, option) for command in ("evaluate", "convert") for option in TRAINING_ONLY[::2]
+          if (command, option) != ("convert", "--preset")]
+
+
+@pytest.mark.parametrize("command, option", UNUSED)
 def test_options_a_command_does_not_use_are_usage_errors(command, option):
     value = TRAINING_ONLY[TRAINING_ONLY.index(option) + 1]
     result = run_cli(command, option, value, expect_exit=2)
