@@ -1,7 +1,9 @@
 """Shared fixtures: tests stay away from the user's folders; one real short build serves many tests."""
 
+import contextlib
 import os
 import pathlib
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -67,3 +69,18 @@ def ssh_server(tmp_path_factory):
         pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server openssh-client")
     with sshd.running_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: pathlib.Path, size: str):
+    """A tmpfs of `size` (mount's spelling: 64k, 4m) mounted at `folder`, for tests of a full disk;
+    the test is skipped where mounting needs a root this run lacks."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import sshd
-from conftest import run_cli
+from conftest import run_cli, small_tmpfs
 from edge_fashion import files
 from edge_fashion.deploy import releases
 from edge_fashion.deploy import transport as deploy
@@ -204,14 +204,8 @@ def test_self_test_over_ssh(ssh_server, bundle_dir, tmp_path, device_python):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 KiB tmpfs: too small for the model."""
-    folder = tmp_path / "tiny_disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with small_tmpfs(tmp_path / "tiny_disk", "64k") as folder:
+        yield folder
 
 
 def test_no_space_left(ssh_server, bundle_dir, tiny_disk):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import sshd
-from conftest import run_cli
+from conftest import run_cli, small_tmpfs
 from edge_fashion import files
 from edge_fashion.deploy.agent import releases as agent_releases
 from edge_fashion.deploy import releases
@@ -214,14 +214,8 @@ def test_a_metadata_write_that_died_is_cleaned_by_the_next_switch(board, bundle_
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs: room for a release or two, then filled up by the test."""
-    folder = tmp_path / "small_disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with small_tmpfs(tmp_path / "small_disk", "4m") as folder:
+        yield folder
 
 
 def fill(folder: pathlib.Path) -> pathlib.Path:
