@@ -72,7 +72,8 @@ const KEYS = "1234567890";  // Key 1 labels with the first class ... 0 with the 
 const token = new URLSearchParams(location.search).get("token");
 const query = token ? "?token=" + encodeURIComponent(token) : "";
 const byId = (id) => document.getElementById(id);
-let shown = null;      // The record of the frame on screen.
+let shown = null;      // The record of the frame in the page (swapped in, perhaps not yet painted).
+let painted = null;    // The record of the frame a person sees: shown, once the browser has painted it.
 let loading = false;   // A frame's pictures are loading.
 let newest = null;     // The newest frame not yet decoded: {record, pictures}.
 let record = null;     // The last record received, waiting for its pictures.
@@ -120,6 +121,9 @@ function swap(record, frame, seen) {
   document.body.dataset.path = record.path;
   shown = record;
   failed = "";
+  // The second animation frame after the swap comes after the paint that showed it; until then a
+  // click or key labels the frame still on screen.
+  requestAnimationFrame(() => requestAnimationFrame(() => { if (shown === record) painted = record; }));
 }
 
 function loadNext() {
@@ -165,8 +169,8 @@ function say(text, refused) {
 }
 
 function capture(index) {
-  if (!shown) return say("no frame on screen yet: nothing saved", true);
-  const frame = shown.frame, label = LABELS[index];
+  if (!painted) return say("no frame on screen yet: nothing saved", true);
+  const frame = painted.frame, label = LABELS[index];
   fetch("/capture" + query, {method: "POST", headers: {"Content-Type": "application/json"},
                              body: JSON.stringify({label: label, frame: frame})})
     .then((response) => response.json().then((answer) => [response.status, answer]))
