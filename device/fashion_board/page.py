@@ -121,9 +121,9 @@ function swap(record, frame, seen) {
   document.body.dataset.path = record.path;
   shown = record;
   failed = "";
-  // The second animation frame after the swap comes after the paint that showed it; until then a
-  // click or key labels the frame still on screen.
-  requestAnimationFrame(() => requestAnimationFrame(() => { if (shown === record) painted = record; }));
+  // What the page holds at an animation frame is what the paint right after it draws: from then on
+  // a click or key labels it; before, the frame still on screen.
+  requestAnimationFrame(() => { if (!painted || shown.frame > painted.frame) painted = shown; });
 }
 
 function loadNext() {
