@@ -46,9 +46,10 @@ def fsync_folder(folder: pathlib.Path) -> None:
         os.close(descriptor)
 
 
-def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
+def atomic_write_bytes(path: pathlib.Path, content: bytes, mode: int = 0o666) -> None:
     """Write to a hidden temporary name in the same folder, fsync, rename, fsync the folder: a reader
-    sees the old file or the new, never half, also after a power cut.
+    sees the old file or the new, never half, also after a power cut. `mode` (less the umask) is the
+    file's from its creation on, as open()'s: 0o600 keeps a secret unreadable to others throughout.
 
     Raises ValueError naming `path` when the write fails (a full disk's OSError names no file); the
     temporary file is removed then."""
@@ -56,7 +57,9 @@ def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(str(temporary), "wb") as handle:
+        if os.path.lexists(str(temporary)):  # Left by a writer of this pid that died: O_EXCL needs it gone.
+            os.unlink(str(temporary))
+        with os.fdopen(os.open(str(temporary), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
@@ -69,8 +72,8 @@ def atomic_write_bytes(path: pathlib.Path, content: bytes) -> None:
             os.unlink(str(temporary))
 
 
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: pathlib.Path, text: str, mode: int = 0o666) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def atomic_write_json(path: pathlib.Path, value) -> None:

@@ -105,16 +105,7 @@ def make_token(folder: pathlib.Path) -> str:
     file, which the service would refuse to start with."""
     path = folder / TOKEN_FILE
     if not path.exists():
-        partial = folder / f".{TOKEN_FILE}.partial-{os.getpid()}"
-        if os.path.lexists(str(partial)):
-            partial.unlink()
-        descriptor = os.open(str(partial), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as output:
-            output.write(secrets.token_urlsafe(24) + "\n")
-            output.flush()
-            os.fsync(output.fileno())
-        os.replace(str(partial), str(path))
-        files.fsync_folder(folder)
+        files.atomic_write_text(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
     return path.read_text().strip()
 
 
