@@ -1,5 +1,5 @@
 """The board under abuse, probed again: a crowd of slow sockets and viewers against /healthz, fuzzed
-request heads and bodies, the special files and damaged bundles of the issue, and models truncated
+request heads and bodies, special files (FIFOs, devices, links) and damaged bundles, and models truncated
 or bit-flipped with a rewritten sha256 on every runtime.
 
 Usage (after `edge-fashion build`, from the repository root):

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-LIMIT_SECONDS = 180  # Issue 2's target for a default build.
+LIMIT_SECONDS = 180  # The target set for a default build.
 
 
 def run_build(out_dir: pathlib.Path, build_arguments: list[str]) -> float:

@@ -20,7 +20,7 @@ from test_classify import by_path, device, records, save_png, test_set  # noqa: 
 PEAK_RSS_LIMIT_MB = 150
 CGROUP_LIMIT_BYTES = 400 * 1024 * 1024
 SIDE = 7071  # 50 megapixels, just under classify.py's decompression-bomb limit.
-# Each file is small, its pixels many: what the issue measured at 0.8-1.5 GB with the old decoding.
+# Each file is small, its pixels many: the old decoding took 0.8-1.5 GB on such files.
 HUGE = {
     "rgba.png": (("RGBA", (230, 230, 230, 255), (40, 40, 40, 255)), {"compress_level": 1}),
     "sixteen_bit.png": (("I;16", 60000, 8000), {"compress_level": 1}),

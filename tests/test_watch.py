@@ -13,7 +13,7 @@ from PIL import Image
 
 from edge_fashion.pipeline import data
 
-CHUNK_PAUSE_SECONDS = 0.3  # Issue 13 measured every file lost at this pause between a writer's chunks.
+CHUNK_PAUSE_SECONDS = 0.3  # At this pause between a writer's chunks, the old watcher lost every file.
 
 
 @pytest.fixture(scope="module")

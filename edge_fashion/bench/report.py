@@ -74,7 +74,7 @@ def target(name: str, measured: float | None, limit: float, unit: str, note: str
 
 
 def targets(result: dict) -> list[dict]:
-    """The issue's targets for this machine, each measured against its limit."""
+    """The targets set for this machine, each measured against its limit."""
     sizes, interpreters, classify = result["sizes"], result["interpreters"], result["classify"]
     int8_size, float_size = sizes.get(MODEL_FILES["int8"]), sizes.get(MODEL_FILES["float32"])
     int8_litert = find(interpreters, model="int8", runtime="ai_edge_litert")

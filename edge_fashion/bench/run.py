@@ -41,7 +41,7 @@ class BenchConfig:
     build_dir: pathlib.Path = pathlib.Path("artifacts")
     # Where bench.json, bench.md and bench.png go; None: the build folder.
     out_dir: pathlib.Path | None = None
-    # Timed single-image invokes per model and runtime (the issue asks for at least 1,000), after `warmup`.
+    # Timed single-image invokes per model and runtime (at least 1,000, for a steady p95), after `warmup`.
     invokes: int = 1000
     warmup: int = 100
     # Throughput: `batches` timed invokes of `batch_size` images each.
