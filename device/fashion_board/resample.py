@@ -46,50 +46,59 @@ def sum_type(largest: int):
 
 @functools.lru_cache(maxsize=64)
 def row_taps(length: int, size: int, kind) -> list:
-    """[(rows to gather, their weights shaped to broadcast)] for shrink_rows, one pair per tap."""
+    """[(rows to gather, their weights of `kind` shaped to broadcast)] for shrink_rows, one pair per tap."""
     taps, weights = span_weights(length, size)
     return [(taps[:, tap], weights[:, tap].astype(kind)[:, np.newaxis]) for tap in range(taps.shape[1])]
 
 
 @functools.lru_cache(maxsize=64)
-def column_taps(width: int, size: int, channels: int, kind) -> list:
-    """[(flat pixel positions in a row, their weights)] for shrink_columns, one pair per tap."""
+def column_taps(width: int, size: int, channels: int, planes: int, kind, scale: int) -> list:
+    """[(flat pixel positions in a row, their weights times `scale`, of `kind`)] for column_sums, one
+    pair per tap; a row holds `planes` blocks of width x channels values side by side."""
     taps, weights = span_weights(width, size)
+    starts = np.arange(planes)[:, np.newaxis, np.newaxis] * width  # (planes, 1, 1)
     offsets = np.arange(channels)
-    return [((taps[:, tap, np.newaxis] * channels + offsets).ravel(), np.repeat(weights[:, tap].astype(kind), channels))
+    return [(((starts + taps[:, tap, np.newaxis]) * channels + offsets).ravel(),
+             np.tile(np.repeat(weights[:, tap] * scale, channels), planes).astype(kind))
             for tap in range(taps.shape[1])]
 
 
 def shrink_rows(values: np.ndarray, size: int, largest: int) -> np.ndarray:
     """Area averages of (H, ...) whole-numbered values (at most `largest`) over `size` equal spans of
-    rows, times H: exact, in the smallest unsigned type that holds them; k row gathers and adds."""
+    rows, times H: exact, in the smallest unsigned type that holds them; k row gathers, products and
+    adds, all in that type (mixed types would be converted element by element, several times slower)."""
     kind = sum_type(largest * values.shape[0])
-    flat = values.reshape(values.shape[0], -1)
+    flat = values.reshape(values.shape[0], -1).astype(kind, copy=False)
     (rows, weights), *others = row_taps(values.shape[0], size, kind)
-    total = flat[rows].astype(kind)
+    total = flat[rows]
     total *= weights
     for rows, weights in others:
-        part = flat[rows].astype(kind)
+        part = flat[rows]
         part *= weights
         total += part
     return total.reshape(size, *values.shape[1:])
 
 
-def shrink_columns(values: np.ndarray, size: int, largest: int) -> np.ndarray:
-    """shrink_rows along the columns of (H, W) or (H, W, C) values. The gathers index each row's flat
-    pixels: several times faster than fancy indexing on a middle axis."""
-    height, width = values.shape[:2]
-    channels = values.size // (height * width)
-    kind = sum_type(largest * width)
-    flat = values.reshape(height, width * channels)
-    (positions, weights), *others = column_taps(width, size, channels, kind)
-    total = flat[:, positions].astype(kind)
+def column_sums(values: np.ndarray, size: int, kind, scale: int = 1, planes: int = 1) -> np.ndarray:
+    """shrink_rows along the columns of (H, W) or (H, W, C) values (a row `planes` blocks of W / planes
+    columns side by side, each shrunk to `size`), times `scale`, in `kind`. The gathers index each
+    row's flat pixels: several times faster than fancy indexing on a middle axis."""
+    height, width = values.shape[0], values.shape[1] // planes
+    channels = values.size // (height * width * planes)
+    flat = values.reshape(height, -1).astype(kind, copy=False)
+    (positions, weights), *others = column_taps(width, size, channels, planes, kind, scale)
+    total = flat[:, positions]
     total *= weights
     for positions, weights in others:
-        part = flat[:, positions].astype(kind)
+        part = flat[:, positions]
         part *= weights
         total += part
-    return total.reshape(height, size, *values.shape[2:])
+    return total.reshape(height, size * planes, *values.shape[2:])
+
+
+def shrink_columns(values: np.ndarray, size: int, largest: int) -> np.ndarray:
+    """shrink_rows along the columns of (H, W) or (H, W, C) values."""
+    return column_sums(values, size, sum_type(largest * values.shape[1]))
 
 
 def block_sums(values: np.ndarray, block: int) -> np.ndarray:
@@ -100,6 +109,9 @@ def block_sums(values: np.ndarray, block: int) -> np.ndarray:
     top, left = (values.shape[0] % block) // 2, (values.shape[1] % block) // 2
     kept = values[top: top + rows * block, left: left + columns * block]
     dtype = np.uint16 if 255 * block * block <= np.iinfo(np.uint16).max else np.int64
+    if block == 2:  # A camera frame's luma: two strided adds.
+        row_sums = np.add(kept[0::2], kept[1::2], dtype=dtype)
+        return np.add(row_sums[:, 0::2], row_sums[:, 1::2])
     row_sums = kept[0::block].astype(dtype)  # Strided adds: several times faster than reshape and sum.
     for offset in range(1, block):
         row_sums += kept[offset::block]
@@ -125,16 +137,15 @@ def shrink_to(values: np.ndarray, height: int, width: int) -> np.ndarray:
     return shrink_sums(block_sums(values, block) if block > 1 else values, block, height, width)
 
 
-def shrink_sums(summed: np.ndarray, block: int, height: int, width: int) -> np.ndarray:
+def shrink_sums(summed: np.ndarray, block: int, height: int, width: int, planes: int = 1) -> np.ndarray:
     """shrink_to's work after block_sums: (H, W) or (H, W, C) sums of block x block uint8 squares to
-    (height, width[, C]) uint8 averages, rounded half up."""
+    (height, width[, C]) uint8 averages, rounded half up; with `planes`, each of that many blocks of
+    columns side by side (H, planes * W) to (height, planes * width)."""
     largest = 255 * block * block
     rows = shrink_rows(summed, height, largest)  # Averages, times H'.
-    both = shrink_columns(rows, width, largest * summed.shape[0])  # Averages, times H' * W'.
-    divisor = block * block * summed.shape[0] * summed.shape[1]
-    kind = sum_type(2 * largest * summed.shape[0] * summed.shape[1] + divisor)
-    doubled = both.astype(kind, copy=False)
-    doubled *= kind(2)
+    divisor = block * block * summed.shape[0] * (summed.shape[1] // planes)
+    kind = sum_type(2 * largest * divisor // (block * block) + divisor)
+    doubled = column_sums(rows, width, kind, 2, planes)  # Averages, times 2 * H' * W'.
     doubled += kind(divisor)
     doubled //= kind(2 * divisor)  # Rounded half up, exactly.
     return doubled.astype(np.uint8)
