@@ -67,14 +67,22 @@ def median(values: np.ndarray) -> float:
     return (below + above) / 2
 
 
+@functools.lru_cache(maxsize=32)
+def centred_float(length: int) -> np.ndarray:
+    """centred(length) as float64 (exact): products with float64 coefficients then need no conversion."""
+    positions = centred(length).astype(np.float64)
+    positions.flags.writeable = False
+    return positions
+
+
 @functools.lru_cache(maxsize=16)
 def border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of each of the P = 2 * (H + W) border pixels: (6, P) int64 rows 1, x, y, x x, x y, y y (x, y its
-    centred column and row), and x and y, (P,) int64."""
+    centred column and row), and x and y as float64, (P,) each."""
     columns = border_pixels(np.broadcast_to(centred(width)[np.newaxis, :], (height, width)))
     rows = border_pixels(np.broadcast_to(centred(height)[:, np.newaxis], (height, width)))
     moments = np.stack([np.ones_like(columns), columns, rows, columns * columns, columns * rows, rows * rows])
-    return moments, columns, rows
+    return moments, columns.astype(np.float64), rows.astype(np.float64)
 
 
 def plane_coefficients(values: np.ndarray) -> np.ndarray:
@@ -84,7 +92,8 @@ def plane_coefficients(values: np.ndarray) -> np.ndarray:
     border = border_pixels(values).astype(np.int64).T  # (C, P)
     channels = border.shape[0]
     # Every sum a fit takes, for each border pixel: the kept pixels' sums are one product with the mask.
-    table = np.concatenate([moments, border, columns * border, rows * border])  # (6 + 3C, P)
+    table = np.concatenate([moments, border, moments[1] * border, moments[2] * border])  # (6 + 3C, P)
+    border = border.astype(np.float64)  # Exact; the residuals are float64, and mixed types convert slowly.
     keep = None
     for fit in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
         sums = table.sum(axis=1) if keep is None else table @ keep
@@ -112,7 +121,7 @@ def background_planes(values: np.ndarray) -> np.ndarray:
         levels = np.median(border_pixels(flat), axis=0)  # (C,)
         return np.broadcast_to(levels[:, np.newaxis, np.newaxis], (flat.shape[2], height, width)).astype(np.float32)
     a, b, c = plane_coefficients(flat)
-    across, down = a + b * centred(width), c * centred(height)  # (C, W), (C, H)
+    across, down = a + b * centred_float(width), c * centred_float(height)  # (C, W), (C, H)
     # (a + b x) + c y, in that order, added in float64 and rounded once to float32.
     return np.add(across[:, np.newaxis, :], down[:, :, np.newaxis]).astype(np.float32)
 
@@ -160,7 +169,7 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
     (H, W, 3) uint8 or float32 in.
     """
-    differences = rgb.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
+    differences = rgb.transpose(2, 0, 1).astype(np.float32, order="C")  # (3, H, W), each channel whole.
     differences -= background_planes(rgb)
     differences *= differences
     # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
@@ -185,7 +194,11 @@ def otsu_level(signal: np.ndarray) -> float:
     arithmetic only, so every numpy version picks the same level."""
     # As np.clip, without its checks' cost; whole levels as bincount takes them, with no conversion.
     levels = np.minimum(np.maximum(signal, 0), 255).astype(np.intp)
-    counts = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
+    return otsu_of_counts(np.bincount(levels.ravel(), minlength=256).astype(np.float64))
+
+
+def otsu_of_counts(counts: np.ndarray) -> float:
+    """otsu_level from the (256,) float64 histogram of the whole levels."""
     below = counts.cumsum()  # Exact: whole numbers far under 2**53.
     below_sum = (counts * LEVELS).cumsum()
     above = below[-1] - below
@@ -194,6 +207,19 @@ def otsu_level(signal: np.ndarray) -> float:
     # Levels with nothing below or above them split nothing: 0.
     between = np.divide(spread, below * above, out=np.zeros(256), where=(below > 0) & (above > 0))
     return float(between.argmax())
+
+
+def ranked_by_levels(values: np.ndarray, levels: np.ndarray, counts: np.ndarray, share: float) -> float:
+    """nearest_rank(values, share) of non-negative values, from their whole levels (values cut to 0-255,
+    truncated) and the levels' histogram: only the values of the level that holds the rank are
+    partitioned. Every value of a level lies below every value of the next."""
+    rank = int(share * (values.size - 1))
+    below = counts.cumsum()
+    level = int(below.searchsorted(rank, side="right"))  # The first level with more than `rank` values below it.
+    chosen = values[levels == level]
+    rank -= int(below[level - 1]) if level else 0
+    chosen.partition(rank)
+    return float(chosen[rank])
 
 
 def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -207,8 +233,10 @@ def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
     Doubt: the background's residue is a large share of the garment's contrast.
     """
     noise = nearest_rank(border_pixels(distance), 0.9)
-    peak = nearest_rank(distance, 0.995)
-    cut = min(noise + 4, otsu_level(distance))
+    levels = np.minimum(distance, 255).astype(np.intp)  # A distance is never negative.
+    counts = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
+    peak = ranked_by_levels(distance, levels, counts, 0.995)
+    cut = min(noise + 4, otsu_of_counts(counts))
     cleaned = np.subtract(distance, cut)  # (distance - cut) * 255 / max(1, 255 - cut), in that order.
     cleaned *= 255
     cleaned /= max(1.0, 255 - cut)
