@@ -93,7 +93,7 @@ def parts(signal: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.
     and the mask and the rounded signal, both padded (H, W + 2)."""
     edges, padded = runs(signal, level)
     starts, ends, stride = edges[0::2], edges[1::2], padded.shape[1]
-    rounded = np.zeros(padded.shape, dtype=np.int32)
+    rounded = np.zeros(padded.shape, dtype=np.int32)  # For the runs' masses and the pair split's profile.
     np.rint(signal, out=rounded[:, 1:-1], casting="unsafe")
     if not len(starts):
         return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64), padded, rounded
