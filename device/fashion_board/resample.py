@@ -191,7 +191,8 @@ def shrink_sums(summed: np.ndarray, block: int, height: int, width: int, planes:
     doubled = column_sums(rows, width, kind, 2, planes)  # Averages, times 2 * H' * W'.
     doubled += kind(divisor)
     doubled //= kind(2 * divisor)  # Rounded half up, exactly.
-    return interleaved(doubled.astype(np.uint8), summed.shape[2] if summed.ndim == 3 else 1)
+    # The gathers along rows leave their results column by column in memory: laid out row by row here.
+    return interleaved(doubled.astype(np.uint8, order="C"), summed.shape[2] if summed.ndim == 3 else 1)
 
 
 def shrink(values: np.ndarray, side: int) -> np.ndarray:

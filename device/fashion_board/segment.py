@@ -93,11 +93,12 @@ def plane_coefficients(values: np.ndarray) -> np.ndarray:
     channels = border.shape[0]
     # Every sum a fit takes, for each border pixel: the kept pixels' sums are one product with the mask.
     table = np.concatenate([moments, border, moments[1] * border, moments[2] * border])  # (6 + 3C, P)
-    border = border.astype(np.float64)  # Exact; the residuals are float64, and mixed types convert slowly.
+    # As float64 the kept pixels' sums are one BLAS product, exact: whole numbers far under 2**53.
+    table, border = table.astype(np.float64), border.astype(np.float64)
     keep = None
     for fit in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
-        sums = table.sum(axis=1) if keep is None else table @ keep
-        coefficients = np.array(solve_plane(sums.tolist(), channels))[:, :, np.newaxis]
+        sums = table.sum(axis=1) if keep is None else table @ keep.astype(np.float64)
+        coefficients = np.array(solve_plane(sums.astype(np.int64).tolist(), channels))[:, :, np.newaxis]
         if fit == 2:
             break
         a, b, c = coefficients  # Each (C, 1).
@@ -167,14 +168,22 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
 
     Unlike luminance this finds a dark garment on a dark or coloured background and a pink dress on a
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
-    (H, W, 3) uint8 or float32 in.
+    (H, W, 3) uint8 or float32 in. The work runs on (H, 3, W) rows of channel planes, the layout shrunk
+    photos and camera frames have: each channel's values whole along a row.
     """
-    differences = rgb.transpose(2, 0, 1).astype(np.float32, order="C")  # (3, H, W), each channel whole.
-    differences -= background_planes(rgb)
+    height, width = rgb.shape[:2]
+    differences = np.ascontiguousarray(rgb.transpose(0, 2, 1), dtype=np.float32)  # (H, 3, W)
+    if min(height, width) < 8:
+        differences -= background_planes(rgb).transpose(1, 0, 2)
+    else:
+        a, b, c = plane_coefficients(rgb)
+        across, down = a + b * centred_float(width), c * centred_float(height)  # (3, W), (3, H)
+        # (a + b x) + c y, in that order, added in float64 and rounded once to float32, as background_planes.
+        differences -= np.add(across[np.newaxis], down.T[:, :, np.newaxis]).astype(np.float32)
     differences *= differences
     # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
-    squares = differences[0] + differences[1]
-    squares += differences[2]
+    squares = differences[:, 0] + differences[:, 1]
+    squares += differences[:, 2]
     squares /= 3
     return np.sqrt(squares, out=squares)
 

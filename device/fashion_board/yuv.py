@@ -123,20 +123,21 @@ def chroma_at(plane: np.ndarray, luma_shape: tuple, height: int, width: int) -> 
 
 
 def to_rgb(luma: np.ndarray, blue: np.ndarray, red: np.ndarray) -> np.ndarray:
-    """(H, W) Y, Cb and Cr planes, uint8, to (H, W, 3) uint8 RGB in whole numbers: a view of (3, H, W)
-    planes, each made whole (writing every third value of (H, W, 3) is several times slower)."""
+    """(H, W) Y, Cb and Cr planes, uint8, to (H, W, 3) uint8 RGB in whole numbers: a view of (H, 3, W)
+    rows of channel planes, each made whole (writing every third value of (H, W, 3) is several times
+    slower), the layout a shrunk photo has."""
     y = luma.astype(np.int32)
     cb, cr = blue.astype(np.int32), red.astype(np.int32)
     cb -= 128
     cr -= 128
-    rgb = np.empty((3, *luma.shape), dtype=np.int32)
-    np.multiply(cr, RED_FROM_CR, out=rgb[0])
-    np.multiply(cb, GREEN_FROM_CB, out=rgb[1])
-    rgb[1] += cr * GREEN_FROM_CR
-    np.multiply(cb, BLUE_FROM_CB, out=rgb[2])
+    rgb = np.empty((luma.shape[0], 3, luma.shape[1]), dtype=np.int32)
+    np.multiply(cr, RED_FROM_CR, out=rgb[:, 0])
+    np.multiply(cb, GREEN_FROM_CB, out=rgb[:, 1])
+    rgb[:, 1] += cr * GREEN_FROM_CR
+    np.multiply(cb, BLUE_FROM_CB, out=rgb[:, 2])
     rgb += HALF
     rgb >>= 16
-    rgb += y
+    rgb += y[:, np.newaxis, :]
     np.maximum(rgb, 0, out=rgb)  # Clipped to 0-255, as np.clip does, in place.
     np.minimum(rgb, 255, out=rgb)
-    return np.moveaxis(rgb.astype(np.uint8), 0, -1)
+    return rgb.astype(np.uint8).transpose(0, 2, 1)
