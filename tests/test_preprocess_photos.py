@@ -146,3 +146,18 @@ def test_yuv420_to_rgb_is_jpegs_full_range_conversion():
     planes = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(3)]
     expected = np.asarray(Image.merge("YCbCr", [Image.fromarray(plane) for plane in planes]).convert("RGB"), np.int64)
     assert np.abs(yuv.to_rgb(*planes).astype(np.int64) - expected).max() <= 1  # Pillow's own rounding.
+
+
+@pytest.mark.parametrize("width, height", [(320, 240), (224, 168)])
+def test_a_camera_image_is_its_planes_merged_at_the_lumas_size(width, height):
+    """Yuv420.image builds the picture from whole pixel words; it is the image Pillow makes of the planes,
+    each chroma plane resized to the luma's size by nearest pixels, byte for byte."""
+    for path in EVERY_PHOTO[:12]:
+        planes = yuv.Yuv420.from_array(picamera2_stand_in.yuv420_array(Image.open(path), width, height), width, height)
+        size = (width, height)
+        bands = [Image.fromarray(np.ascontiguousarray(planes.luma))]
+        bands += [Image.fromarray(np.ascontiguousarray(plane)).resize(size, Image.Resampling.NEAREST)
+                  for plane in (planes.blue, planes.red)]
+        expected = Image.merge("YCbCr", bands)
+        image = planes.image()
+        assert (image.mode, image.size) == (expected.mode, expected.size) and image.tobytes() == expected.tobytes()

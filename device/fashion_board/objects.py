@@ -40,72 +40,75 @@ class Objects:
     alone: bool  # Nothing but specks beside the kept object, and no pair split: the frame is as before.
 
 
-def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The horizontal runs of a (H, W) bool mask, in row-major order: (rows, starts, ends), ends exclusive."""
-    stride = mask.shape[1] + 2
-    padded = np.zeros((mask.shape[0], stride), dtype=np.int8)  # A blank column each side ends every run in its row.
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded.ravel())  # 1 where a run starts, -1 after it ends (flat positions + 1).
-    starts, ends = np.flatnonzero(steps == 1) + 1, np.flatnonzero(steps == -1) + 1
-    rows = starts // stride
-    return rows, starts - rows * stride - 1, ends - rows * stride - 1
+def runs(signal: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The horizontal runs of the pixels of a (H, W) signal above `level`, in row-major order, as flat
+    positions in that mask padded with a blank column each side ((H, W + 2), which ends every run in
+    its row): (each run's start and end in turn, ends exclusive; the padded mask)."""
+    padded = np.zeros((signal.shape[0], signal.shape[1] + 2), dtype=bool)
+    np.greater(signal, level, out=padded[:, 1:-1])
+    flat = padded.ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1])  # Each one before the position where the mask changes.
+    edges += 1
+    return edges, padded
 
 
-def runs_above(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each run, the runs of the row above that touch it, 8-connected: a range of run indices
-    [first, last), empty when first >= last. Runs are in row-major order, so a row's runs are sorted."""
-    stride = width + 2  # Sort keys row * stride + column never reach into the next row.
-    start_keys, end_keys = rows * stride + starts, rows * stride + ends
-    above = (rows - 1) * stride
-    first = np.searchsorted(end_keys, above + starts, side="left")  # First run above ending at or after start - 1.
-    last = np.searchsorted(start_keys, above + ends, side="right")  # Past the last starting at or before end.
-    return first, np.where(rows > 0, last, first)
+def runs_above(starts: np.ndarray, ends: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each run (flat positions in rows of `stride`), the runs of the row above that touch it,
+    8-connected: a range of run indices [first, last), empty when first >= last (always in the first
+    row). Runs are in row-major order, so a row's runs are sorted."""
+    first = np.searchsorted(ends, starts - stride, side="left")  # First run above ending at or after start - 1.
+    last = np.searchsorted(starts, ends - stride, side="right")  # Past the last starting at or before end.
+    return first, last
 
 
 def part_labels(first: np.ndarray, last: np.ndarray) -> list:
     """One label per run, the same for runs joined through touching runs: the smallest run index of
     each part. A union-find over the runs in raster order, each run joined to the runs above it;
-    every parent is a smaller index, so one pass from the left resolves every label."""
+    every root is the smallest index of its part, so one pass from the left resolves every label."""
     parent = list(range(len(first)))
-    for run, (low, high) in enumerate(zip(first.tolist(), last.tolist())):
+    for run, low, high in zip(range(len(parent)), first.tolist(), last.tolist()):
         if low >= high:
             continue
-        smallest = run  # The smallest root found so far among the runs above.
-        for above in range(low, high):
-            while parent[above] != above:  # To its root, halving the path.
+        root = low  # The root of the first run above, halving the path.
+        while parent[root] != root:
+            parent[root] = parent[parent[root]]
+            root = parent[root]
+        for above in range(low + 1, high):
+            while parent[above] != above:
                 parent[above] = parent[parent[above]]
                 above = parent[above]
-            if above < smallest:
-                if smallest != run:
-                    parent[smallest] = above
-                smallest = above
-            elif above != smallest:
-                parent[above] = smallest
-        parent[run] = smallest
+            if above < root:
+                parent[root], root = above, above
+            elif above > root:
+                parent[above] = root
+        parent[run] = root
     for index, up in enumerate(parent):
         parent[index] = parent[up]
     return parent
 
 
-def parts(signal: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The connected parts of the mask that are no specks: (masses (P,) int64, boxes (P, 4) int64 top,
-    bottom, left, right), in raster order of their first pixel."""
-    rows, starts, ends = runs(mask)
-    if not len(rows):
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64)
-    labels = np.array(part_labels(*runs_above(rows, starts, ends, mask.shape[1])))
+def parts(signal: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The connected parts of the pixels of a (H, W) signal above `level` that are no specks: (masses
+    (P,) int64, boxes (P, 4) int64 top, bottom, left, right), in raster order of their first pixel;
+    and the mask and the rounded signal, both padded (H, W + 2)."""
+    edges, padded = runs(signal, level)
+    starts, ends, stride = edges[0::2], edges[1::2], padded.shape[1]
+    rounded = np.zeros(padded.shape, dtype=np.int32)  # For the runs' masses and the pair split's profile.
+    np.rint(signal, out=rounded[:, 1:-1], casting="unsafe")
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64), padded, rounded
+    labels = np.array(part_labels(*runs_above(starts, ends, stride)))
     # Each run's sum of the rounded signal, in whole numbers (exact): reduceat over [start, end) of each run.
-    flat = np.zeros(signal.size + 1, dtype=np.int32)
-    np.rint(signal.ravel(), out=flat[:-1], casting="unsafe")
-    bounds = np.stack([rows * mask.shape[1] + starts, rows * mask.shape[1] + ends], axis=1).ravel()
-    run_masses = np.add.reduceat(flat, bounds)[::2]
+    run_masses = np.add.reduceat(rounded.ravel(), edges)[::2]
     masses = np.bincount(labels, weights=run_masses).astype(np.int64)  # Exact: whole numbers under 2**53.
     names = np.flatnonzero(masses >= max(1.0, SPECK_SHARE * float(masses.max())))
+    rows = starts // stride
     boxes = np.empty((len(names), 4), dtype=np.int64)
     for number, name in enumerate(names.tolist()):  # Few: the parts that are no specks.
         own = labels == name
-        boxes[number] = rows[name], rows[own].max() + 1, starts[own].min(), ends[own].max()
-    return masses[names], boxes
+        row_starts = rows[own] * stride + 1  # Flat position of column 0 in each run's row.
+        boxes[number] = rows[name], rows[own].max() + 1, (starts[own] - row_starts).min(), (ends[own] - row_starts).max()
+    return masses[names], boxes, padded, rounded
 
 
 def merged_objects(masses: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,13 +158,14 @@ def alike(one: np.ndarray, other: np.ndarray) -> bool:
     return covariance > 0 and 100 ** 2 * covariance ** 2 >= likeness ** 2 * spreads
 
 
-def pair_split(signal: np.ndarray, mask: np.ndarray, box: tuple) -> tuple | None:
-    """The heavier shoe's box when the object in `box` is two touching shoes side by side, else None."""
+def pair_split(rounded: np.ndarray, mask: np.ndarray, box: tuple) -> tuple | None:
+    """The heavier shoe's box when the object in `box` is two touching shoes side by side, else None;
+    `rounded` the (H, W) signal rounded to whole numbers, `mask` the object pixels."""
     top, bottom, left, right = box
     width, height = right - left, bottom - top
     if width < PAIR_ASPECT * height or width < 8:
         return None
-    profile = (np.rint(signal[top:bottom, left:right]).astype(np.int64) * mask[top:bottom, left:right]).sum(axis=0)
+    profile = (rounded[top:bottom, left:right] * mask[top:bottom, left:right]).sum(axis=0, dtype=np.int64)
     smooth = np.convolve(profile, np.ones(3, dtype=np.int64), mode="same")  # Whole numbers, symmetric.
     low, high = int(0.3 * width), width - int(0.3 * width)
     middle = smooth[low:high]
@@ -177,14 +181,16 @@ def pair_split(signal: np.ndarray, mask: np.ndarray, box: tuple) -> tuple | None
     return top, bottom, left + valley + 1, right
 
 
-def find_objects(signal: np.ndarray) -> Objects:
-    """The objects in a (H, W) 0-255 signal: the box of the one to keep, and how many there are."""
-    mask = signal > PART_LEVEL * float(signal.max())
-    masses, boxes = merged_objects(*parts(signal, mask))
-    kept = heaviest(masses, boxes, mask.shape)
+def find_objects(signal: np.ndarray, peak: float | None = None) -> Objects:
+    """The objects in a (H, W) 0-255 signal: the box of the one to keep, and how many there are.
+    `peak`: the signal's maximum, when the caller has it."""
+    peak = float(signal.max()) if peak is None else peak
+    masses, boxes, padded, rounded = parts(signal, PART_LEVEL * peak)
+    masses, boxes = merged_objects(masses, boxes)
+    kept = heaviest(masses, boxes, signal.shape)
     box = tuple(int(side) for side in boxes[kept])
     count = int(np.count_nonzero(masses >= OBJECT_SHARE * masses[kept]))
-    shoe = pair_split(signal, mask, box)
+    shoe = pair_split(rounded[:, 1:-1], padded[:, 1:-1], box)
     if shoe is not None:
         return Objects(shoe, count + 1, alone=False)
     return Objects(box, count, alone=count == 1)

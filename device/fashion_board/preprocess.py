@@ -169,7 +169,7 @@ def canonical_orientation(frames: np.ndarray) -> np.ndarray:
     A single frame that keeps its way is returned as it is.
     """
     if frames.ndim == 2:
-        score = int(frames.sum(axis=0, dtype=np.int64) @ CENTRED_COLUMNS)
+        score = int(np.add.reduce(frames, axis=0, dtype=np.int64) @ CENTRED_COLUMNS)
         return np.ascontiguousarray(frames[:, ::-1]) if score < 0 or score == 0 and mirror_is_first(frames) else frames
     batch = frames.reshape(-1, SIDE, SIDE)
     scores = batch.sum(axis=1, dtype=np.int64) @ CENTRED_COLUMNS  # (N,): exact, integer products.
@@ -183,8 +183,9 @@ def mirror_is_first(values: np.ndarray) -> bool:
     """True when the mirror image of (H, W) values comes first in lexicographic order (row by row)."""
     mirrored = values[:, ::-1]
     differ = values != mirrored
-    first = int(np.argmax(differ))  # The first difference, or 0 when there is none.
-    return bool(differ.flat[first]) and bool(mirrored.flat[first] < values.flat[first])
+    first = int(differ.argmax())  # The first difference, or 0 when there is none.
+    row, column = divmod(first, values.shape[1])
+    return bool(differ[row, column]) and bool(mirrored[row, column] < values[row, column])
 
 
 def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
@@ -192,8 +193,9 @@ def centre_on_canvas(garment: np.ndarray) -> np.ndarray:
     height, width = garment.shape
     factor = SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    resized = Image.fromarray(garment.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    pixels = np.maximum(np.asarray(resized), 0)
+    image = Image.frombuffer("F", (width, height), np.ascontiguousarray(garment, dtype=np.float32), "raw", "F", 0, 1)
+    resized = image.resize(size, Image.Resampling.LANCZOS)
+    pixels = np.maximum(np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(size[1], size[0]), 0)
     peak = float(pixels.max())
     if peak > 0:
         pixels *= np.float32(255 / peak)  # Made explicitly: numpy 1 and 2 give `255 / float32` different precisions.
@@ -217,8 +219,9 @@ def framed(garment: np.ndarray) -> np.ndarray:
 def cut_out(signal: np.ndarray) -> tuple[np.ndarray, tuple, int]:
     """The garment cut out of a (H, W) 0-255 signal, trimmed: (its pixels, its box in the signal, the
     number of objects seen). Of several objects the heaviest is kept."""
-    mask = segment.garment_mask(signal)
-    found = objects.find_objects(signal)
+    peak = float(signal.max()) if signal.size else 0.0
+    mask = segment.garment_mask(signal, peak)
+    found = objects.find_objects(signal, peak)
     if found.alone:
         box = segment.garment_box(signal, mask)
     else:
@@ -257,6 +260,12 @@ def to_dataset_form(gray: np.ndarray) -> np.ndarray:
     return grey_frame(gray).pixels
 
 
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """An RGB image's pixels, (H, W, 3) uint8, read only: from its bytes, without np.asarray's array
+    interface (a dictionary and the same bytes)."""
+    return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(image.height, image.width, 3)
+
+
 def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
     """A decoded image to the model's frame, with the segmentation's doubt and the objects seen.
 
@@ -269,7 +278,7 @@ def make_frame(image: Image.Image, roi: tuple | None) -> Frame:
         return colour_frame(planes.rgb(WORK_SIDE))
     image = reduce_large(image, roi_box(image, roi))
     if image.mode in ("RGB", "YCbCr", "CMYK") and max(image.size) > SIDE:
-        return colour_frame(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
+        return colour_frame(rgb_array(image if image.mode == "RGB" else image.convert("RGB")))
     return grey_frame(to_grayscale(image))
 
 

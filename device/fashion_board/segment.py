@@ -26,48 +26,91 @@ def border_pixels(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
+@functools.lru_cache(maxsize=32)
 def centred(length: int) -> np.ndarray:
-    """Positions 0..length-1 as doubled offsets from the middle, whole numbers: (length,) int64.
-    Mirroring turns each into its exact negative."""
-    return 2 * np.arange(length, dtype=np.int64) - (length - 1)
+    """Positions 0..length-1 as doubled offsets from the middle, whole numbers: (length,) int64 (read
+    only: one array per length). Mirroring turns each into its exact negative."""
+    positions = 2 * np.arange(length, dtype=np.int64) - (length - 1)
+    positions.flags.writeable = False
+    return positions
 
 
-def solve_plane(design: np.ndarray, values: np.ndarray, keep: np.ndarray) -> list:
-    """Least-squares a + b * column + c * row through the kept points, `design` the (3, P) int64 rows
-    of ones, columns and rows, `values` (C, P) int64, `keep` (P,) bool: [a, b, c], each C floats.
+def solve_plane(sums: list, channels: int) -> list:
+    """Least-squares a + b * column + c * row through the kept points, from their sums (whole numbers):
+    [count, sum x, sum y, sum x x, sum x y, sum y y], then sum v, sum x v and sum y v of each of the
+    `channels`. [a, b, c], each `channels` floats.
 
     The normal equations' sums are exact integers and Cramer's rule is a fixed formula in Python
     floats, so every machine gives the same bits, and negated columns give exactly the negated b.
     """
-    kept = design * keep  # The points left out count 0 in every sum.
-    (count, sx, sy), (_, sxx, sxy), (_, _, syy) = (kept @ design.T).tolist()
-    sums = (values @ kept.T).tolist()  # Per channel: [sum v, sum x v, sum y v].
+    count, sx, sy, sxx, sxy, syy = sums[:6]
+    values = list(zip(sums[6: 6 + channels], sums[6 + channels: 6 + 2 * channels], sums[6 + 2 * channels:]))
     c11, c12, c13 = float(sxx * syy - sxy * sxy), float(sy * sxy - sx * syy), float(sx * sxy - sxx * sy)
     c22, c23, c33 = float(count * syy - sy * sy), float(sx * sy - count * sxy), float(count * sxx - sx * sx)
     determinant = float(count) * c11 + float(sx) * c12 + float(sy) * c13
     if determinant <= 0:  # The points lie on a line: a flat plane at their mean.
-        return [[row[0] / count for row in sums], [0.0] * len(sums), [0.0] * len(sums)]
-    return [[(c11 * u + c12 * v + c13 * w) / determinant for u, v, w in sums],
-            [(c12 * u + c22 * v + c23 * w) / determinant for u, v, w in sums],
-            [(c13 * u + c23 * v + c33 * w) / determinant for u, v, w in sums]]
+        return [[u / count for u, _, _ in values], [0.0] * channels, [0.0] * channels]
+    return [[(c11 * u + c12 * v + c13 * w) / determinant for u, v, w in values],
+            [(c12 * u + c22 * v + c23 * w) / determinant for u, v, w in values],
+            [(c13 * u + c23 * v + c33 * w) / determinant for u, v, w in values]]
 
 
 def median(values: np.ndarray) -> float:
     """np.median of a 1-D array, the same bits, from one partition."""
     middle = len(values) // 2
+    ordered = values.copy()  # Partitioned in place.
     if len(values) % 2:
-        return float(np.partition(values, middle)[middle])
-    below, above = np.partition(values, [middle - 1, middle])[middle - 1: middle + 1].tolist()
+        ordered.partition(middle)
+        return float(ordered[middle])
+    ordered.partition([middle - 1, middle])
+    below, above = ordered[middle - 1: middle + 1].tolist()
     return (below + above) / 2
 
 
+@functools.lru_cache(maxsize=32)
+def centred_float(length: int) -> np.ndarray:
+    """centred(length) as float64 (exact): products with float64 coefficients then need no conversion."""
+    positions = centred(length).astype(np.float64)
+    positions.flags.writeable = False
+    return positions
+
+
 @functools.lru_cache(maxsize=16)
-def border_design(height: int, width: int) -> np.ndarray:
-    """(3, 2 * (H + W)) int64: ones, and the centred column and row of each border pixel."""
-    columns, rows = centred(width), centred(height)
-    return np.stack([np.ones(2 * (height + width), dtype=np.int64),
-                     border_pixels(np.broadcast_to(columns[np.newaxis, :], (height, width))),
-                     border_pixels(np.broadcast_to(rows[:, np.newaxis], (height, width)))])
+def border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of each of the P = 2 * (H + W) border pixels: (6, P) int64 rows 1, x, y, x x, x y, y y (x, y its
+    centred column and row), and x and y as float64, (P,) each."""
+    columns = border_pixels(np.broadcast_to(centred(width)[np.newaxis, :], (height, width)))
+    rows = border_pixels(np.broadcast_to(centred(height)[:, np.newaxis], (height, width)))
+    moments = np.stack([np.ones_like(columns), columns, rows, columns * columns, columns * rows, rows * rows])
+    return moments, columns.astype(np.float64), rows.astype(np.float64)
+
+
+def plane_coefficients(values: np.ndarray) -> np.ndarray:
+    """(3, C, 1) float64, a, b and c of the plane a + b*x + c*y fitted to the border of each channel of
+    (H, W, C) whole-numbered values (H and W at least 8), robust to a garment touching it."""
+    moments, columns, rows = border_design(*values.shape[:2])
+    border = border_pixels(values).astype(np.int64).T  # (C, P)
+    channels = border.shape[0]
+    # Every sum a fit takes, for each border pixel: the kept pixels' sums are one product with the mask.
+    table = np.concatenate([moments, border, moments[1] * border, moments[2] * border])  # (6 + 3C, P)
+    # As float64 the kept pixels' sums are one BLAS product, exact: whole numbers far under 2**53.
+    table, border = table.astype(np.float64), border.astype(np.float64)
+    keep = None
+    for fit in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
+        sums = table.sum(axis=1) if keep is None else table @ keep.astype(np.float64)
+        coefficients = np.array(solve_plane(sums.astype(np.int64).tolist(), channels))[:, :, np.newaxis]
+        if fit == 2:
+            break
+        a, b, c = coefficients  # Each (C, 1).
+        residual = b * columns  # a + b x + c y, in that order, then its distance from the border.
+        residual += a
+        residual += c * rows
+        np.subtract(border, residual, out=residual)
+        worst = np.abs(residual, out=residual).max(axis=0)
+        kept, keep = keep, worst <= max(8.0, 2.5 * median(worst))
+        if keep.all() if kept is None else (kept == keep).all():
+            break
+    return coefficients
 
 
 def background_planes(values: np.ndarray) -> np.ndarray:
@@ -78,24 +121,10 @@ def background_planes(values: np.ndarray) -> np.ndarray:
     if min(height, width) < 8:
         levels = np.median(border_pixels(flat), axis=0)  # (C,)
         return np.broadcast_to(levels[:, np.newaxis, np.newaxis], (flat.shape[2], height, width)).astype(np.float32)
-    design = border_design(height, width)
-    border = border_pixels(flat).astype(np.int64).T  # (C, P)
-    keep = np.ones(border.shape[1], dtype=bool)
-    for _ in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
-        a, b, c = np.array(solve_plane(design, border, keep))[:, :, np.newaxis]  # Each (C, 1).
-        residual = b * design[1]  # a + b x + c y, in that order, then its distance from the border.
-        residual += a
-        residual += c * design[2]
-        np.subtract(border, residual, out=residual)
-        residual = np.abs(residual, out=residual).max(axis=0)
-        kept, keep = keep, residual <= max(8.0, 2.5 * median(residual))
-        if (kept == keep).all():
-            break
-    across, down = a + b * centred(width), c * centred(height)  # (C, W), (C, H)
-    planes = np.empty((border.shape[0], height, width), dtype=np.float32)
+    a, b, c = plane_coefficients(flat)
+    across, down = a + b * centred_float(width), c * centred_float(height)  # (C, W), (C, H)
     # (a + b x) + c y, in that order, added in float64 and rounded once to float32.
-    np.add(across[:, np.newaxis, :], down[:, :, np.newaxis], out=planes, casting="same_kind")
-    return planes
+    return np.add(across[:, np.newaxis, :], down[:, :, np.newaxis]).astype(np.float32)
 
 
 def fit_background(values: np.ndarray) -> np.ndarray:
@@ -139,14 +168,22 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
 
     Unlike luminance this finds a dark garment on a dark or coloured background and a pink dress on a
     red rug; the magnitude is what Fashion-MNIST's negated product shots show: garment light, background 0.
-    (H, W, 3) uint8 or float32 in.
+    (H, W, 3) uint8 or float32 in. The work runs on (H, 3, W) rows of channel planes, the layout shrunk
+    photos and camera frames have: each channel's values whole along a row.
     """
-    differences = np.moveaxis(rgb, -1, 0).astype(np.float32)  # (3, H, W)
-    differences -= background_planes(rgb)
+    height, width = rgb.shape[:2]
+    differences = np.ascontiguousarray(rgb.transpose(0, 2, 1), dtype=np.float32)  # (H, 3, W)
+    if min(height, width) < 8:
+        differences -= background_planes(rgb).transpose(1, 0, 2)
+    else:
+        a, b, c = plane_coefficients(rgb)
+        across, down = a + b * centred_float(width), c * centred_float(height)  # (3, W), (3, H)
+        # (a + b x) + c y, in that order, added in float64 and rounded once to float32, as background_planes.
+        differences -= np.add(across[np.newaxis], down.T[:, :, np.newaxis]).astype(np.float32)
     differences *= differences
     # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
-    squares = differences[0] + differences[1]
-    squares += differences[2]
+    squares = differences[:, 0] + differences[:, 1]
+    squares += differences[:, 2]
     squares /= 3
     return np.sqrt(squares, out=squares)
 
@@ -155,23 +192,43 @@ def nearest_rank(values: np.ndarray, share: float) -> float:
     """The value below which `share` of `values` lie: an element itself, never an interpolation, whose
     last bits differ between numpy versions."""
     rank = int(share * (values.size - 1))
-    return float(np.partition(values, rank)[rank])
+    ordered = values.flatten()  # A copy, partitioned in place.
+    ordered.partition(rank)
+    return float(ordered[rank])
 
 
 def otsu_level(signal: np.ndarray) -> float:
     """Otsu's threshold of a (H, W) 0-255 signal: the level that best splits it into two classes
     (background and garment) by between-class variance. Integer histogram and element-wise float64
     arithmetic only, so every numpy version picks the same level."""
-    levels = np.minimum(np.maximum(signal, 0), 255).astype(np.uint8)  # As np.clip, without its checks' cost.
-    counts = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
-    below = np.cumsum(counts)  # Exact: whole numbers far under 2**53.
-    below_sum = np.cumsum(counts * LEVELS)
+    # As np.clip, without its checks' cost; whole levels as bincount takes them, with no conversion.
+    levels = np.minimum(np.maximum(signal, 0), 255).astype(np.intp)
+    return otsu_of_counts(np.bincount(levels.ravel(), minlength=256).astype(np.float64))
+
+
+def otsu_of_counts(counts: np.ndarray) -> float:
+    """otsu_level from the (256,) float64 histogram of the whole levels."""
+    below = counts.cumsum()  # Exact: whole numbers far under 2**53.
+    below_sum = (counts * LEVELS).cumsum()
     above = below[-1] - below
     spread = below_sum[-1] * below / below[-1] - below_sum
     spread *= spread
     # Levels with nothing below or above them split nothing: 0.
     between = np.divide(spread, below * above, out=np.zeros(256), where=(below > 0) & (above > 0))
-    return float(np.argmax(between))
+    return float(between.argmax())
+
+
+def ranked_by_levels(values: np.ndarray, levels: np.ndarray, counts: np.ndarray, share: float) -> float:
+    """nearest_rank(values, share) of non-negative values, from their whole levels (values cut to 0-255,
+    truncated) and the levels' histogram: only the values of the level that holds the rank are
+    partitioned. Every value of a level lies below every value of the next."""
+    rank = int(share * (values.size - 1))
+    below = counts.cumsum()
+    level = int(below.searchsorted(rank, side="right"))  # The first level with more than `rank` values below it.
+    chosen = values[levels == level]
+    rank -= int(below[level - 1]) if level else 0
+    chosen.partition(rank)
+    return float(chosen[rank])
 
 
 def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -185,17 +242,23 @@ def colour_cut(distance: np.ndarray) -> tuple[np.ndarray, bool]:
     Doubt: the background's residue is a large share of the garment's contrast.
     """
     noise = nearest_rank(border_pixels(distance), 0.9)
-    peak = nearest_rank(distance.ravel(), 0.995)
-    cut = min(noise + 4, otsu_level(distance))
-    cleaned = (distance - cut) * 255 / max(1.0, 255 - cut)
+    levels = np.minimum(distance, 255).astype(np.intp)  # A distance is never negative.
+    counts = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
+    peak = ranked_by_levels(distance, levels, counts, 0.995)
+    cut = min(noise + 4, otsu_of_counts(counts))
+    cleaned = np.subtract(distance, cut)  # (distance - cut) * 255 / max(1, 255 - cut), in that order.
+    cleaned *= 255
+    cleaned /= max(1.0, 255 - cut)
     np.maximum(cleaned, 0, out=cleaned)  # Clipped to 0-255, as np.clip does, in place.
     np.minimum(cleaned, 255, out=cleaned)
     return cleaned, bool(noise > DOUBTFUL_NOISE * peak)
 
 
-def garment_mask(signal: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the pixels bright enough to be the garment's; ValueError when the frame is blank."""
-    peak = float(signal.max()) if signal.size else 0.0
+def garment_mask(signal: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """(H, W) bool: the pixels bright enough to be the garment's; ValueError when the frame is blank.
+    `peak`: the signal's maximum, when the caller has it."""
+    if peak is None:
+        peak = float(signal.max()) if signal.size else 0.0
     if peak < MIN_PEAK:
         raise ValueError("no garment found: the frame is blank or uniform")
     return signal > GARMENT_LEVEL * peak
@@ -204,11 +267,18 @@ def garment_mask(signal: np.ndarray) -> np.ndarray:
 def garment_box(signal: np.ndarray, mask: np.ndarray | None = None) -> tuple:
     """(top, bottom, left, right) around the garment, ignoring specks; ValueError when blank."""
     mask = garment_mask(signal) if mask is None else mask
-    rows = np.flatnonzero(mask.sum(axis=1) >= max(1, 0.02 * mask.shape[1]))
-    columns = np.flatnonzero(mask.sum(axis=0) >= max(1, 0.02 * mask.shape[0]))
+    rows = (pixel_counts(mask, 1) >= max(1, 0.02 * mask.shape[1])).nonzero()[0]
+    columns = (pixel_counts(mask, 0) >= max(1, 0.02 * mask.shape[0])).nonzero()[0]
     if not rows.size or not columns.size:
         raise ValueError("no garment found: only specks differ from the background")
     return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+
+
+def pixel_counts(mask: np.ndarray, axis: int) -> np.ndarray:
+    """How many pixels of a (H, W) bool mask are set in each row (axis 1) or column (axis 0), summed as
+    bytes when they fit one (summing bools into 64-bit numbers converts each one first)."""
+    kind = np.uint8 if mask.shape[axis] < 256 else np.intp
+    return np.add.reduce(mask.view(np.uint8) if kind is np.uint8 else mask, axis=axis, dtype=kind)
 
 
 def whiten(garment: np.ndarray) -> np.ndarray:

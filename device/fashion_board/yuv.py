@@ -22,6 +22,7 @@ PLANES = "fashion_board.yuv420"  # The key of an image's `info` that holds its Y
 # B = Y + 1.772 Cb', where Cb' = Cb - 128 and Cr' = Cr - 128. Whole numbers: the same bytes everywhere.
 RED_FROM_CR, GREEN_FROM_CB, GREEN_FROM_CR, BLUE_FROM_CB = 91881, -22554, -46802, 116130
 HALF = 1 << 15
+WORD, PAIR = np.dtype("<u4"), np.dtype("<u8")  # Little-endian: the bytes of a pixel in Pillow's order.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +47,29 @@ class Yuv420:
     def image(self) -> Image.Image:
         """The frame as a Pillow YCbCr image at the luma's size, to show or save; its `info` holds
         these planes, for the preprocessing."""
-        size = (self.luma.shape[1], self.luma.shape[0])
-        bands = [Image.fromarray(np.ascontiguousarray(self.luma))]
-        bands += [Image.fromarray(np.ascontiguousarray(plane)).resize(size, Image.Resampling.NEAREST)
-                  for plane in (self.blue, self.red)]
-        image = Image.merge("YCbCr", bands)
+        height, width = self.luma.shape
+        if self.blue.shape == (height // 2, width // 2) and height % 2 == width % 2 == 0:
+            image = Image.frombuffer("YCbCr", (width, height), self.pixel_words(), "raw", "YCbCrX", 0, 1)
+        else:
+            bands = [Image.fromarray(np.ascontiguousarray(self.luma))]
+            bands += [Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), Image.Resampling.NEAREST)
+                      for plane in (self.blue, self.red)]
+            image = Image.merge("YCbCr", bands)
         image.info[PLANES] = self
         return image
+
+    def pixel_words(self) -> np.ndarray:
+        """(H, W) little-endian uint32: Y, Cb, Cr and a zero byte of each pixel, as Pillow keeps a YCbCr
+        image, each chroma sample standing for its 2 x 2 pixels (what resizing it to the luma's size by
+        nearest pixels gives). Whole words, for few steps: one word per chroma sample, doubled across
+        as two words of one 64-bit number, then laid over two rows of luma."""
+        height, width = self.luma.shape
+        chroma = np.left_shift(self.blue, 8, dtype=WORD)
+        chroma |= np.left_shift(self.red, 16, dtype=WORD)
+        doubled = (chroma.astype(PAIR) * PAIR.type(1 << 32 | 1)).view(WORD)  # (H / 2, W): each word twice.
+        words = np.empty((height // 2, 2, width), dtype=WORD)
+        np.bitwise_or(self.luma.reshape(height // 2, 2, width), doubled[:, np.newaxis, :], out=words)
+        return words.reshape(height, width)
 
     def rgb(self, side: int) -> np.ndarray:
         """(h, w, 3) uint8 RGB with the longer side at most `side`: each plane shrunk to that size
@@ -61,7 +78,8 @@ class Yuv420:
         if max(height, width) > side:
             height, width = resample.target_size(height, width, side)
         if self.shrinks_together(height, width):
-            return to_rgb(*np.moveaxis(resample.shrink_sums(self.stacked_sums(), 2, height, width), -1, 0))
+            shrunk = resample.shrink_sums(self.stacked_sums(), 2, height, width, planes=3)  # (h, 3 w): Y, Cb, Cr.
+            return to_rgb(shrunk[:, :width], shrunk[:, width: 2 * width], shrunk[:, 2 * width:])
         luma = resample.shrink_to(self.luma, height, width) if (height, width) != self.luma.shape else self.luma
         blue, red = (chroma_at(plane, self.luma.shape, height, width) for plane in (self.blue, self.red))
         return to_rgb(luma, blue, red)
@@ -76,15 +94,16 @@ class Yuv420:
                 and resample.whole_block(luma_height // 2, luma_width // 2, height, width) == 1)
 
     def stacked_sums(self) -> np.ndarray:
-        """(H / 2, W / 2, 3) uint16: the luma's sums of 2 x 2 squares, and each chroma sample times 4,
-        the sum of the 2 x 2 luma pixels it stands for. Shrunk as sums of 2 x 2 squares, each plane
-        rounds to exactly what it rounds to alone: the chroma's totals are 4 times theirs, over 4
-        times the divisor."""
-        stacked = np.empty((*self.blue.shape, 3), dtype=np.uint16)
-        stacked[..., 0] = resample.block_sums(self.luma, 2)
-        np.multiply(self.blue, 4, out=stacked[..., 1], dtype=np.uint16)
-        np.multiply(self.red, 4, out=stacked[..., 2], dtype=np.uint16)
-        return stacked
+        """(H / 2, 3 * W / 2) uint16, three planes side by side: the luma's sums of 2 x 2 squares, and
+        each chroma sample times 4, the sum of the 2 x 2 luma pixels it stands for. Shrunk as sums of
+        2 x 2 squares, each plane rounds to exactly what it rounds to alone: the chroma's totals are 4
+        times theirs, over 4 times the divisor."""
+        stacked = np.empty((self.blue.shape[0], 3, self.blue.shape[1]), dtype=np.uint16)
+        stacked[:, 0] = resample.block_sums(self.luma, 2)
+        stacked[:, 1] = self.blue
+        stacked[:, 2] = self.red
+        stacked[:, 1:] <<= 2  # Times 4; converted first: a shift that converts as it goes is slower.
+        return stacked.reshape(len(stacked), -1)
 
 
 def planes_of(image: Image.Image) -> Yuv420 | None:
@@ -104,11 +123,21 @@ def chroma_at(plane: np.ndarray, luma_shape: tuple, height: int, width: int) -> 
 
 
 def to_rgb(luma: np.ndarray, blue: np.ndarray, red: np.ndarray) -> np.ndarray:
-    """(H, W) Y, Cb and Cr planes, uint8, to (H, W, 3) uint8 RGB in whole numbers."""
+    """(H, W) Y, Cb and Cr planes, uint8, to (H, W, 3) uint8 RGB in whole numbers: a view of (H, 3, W)
+    rows of channel planes, each made whole (writing every third value of (H, W, 3) is several times
+    slower), the layout a shrunk photo has."""
     y = luma.astype(np.int32)
-    cb, cr = blue.astype(np.int32) - 128, red.astype(np.int32) - 128
-    rgb = np.empty((*luma.shape, 3), dtype=np.int32)
-    rgb[..., 0] = y + ((RED_FROM_CR * cr + HALF) >> 16)
-    rgb[..., 1] = y + ((GREEN_FROM_CB * cb + GREEN_FROM_CR * cr + HALF) >> 16)
-    rgb[..., 2] = y + ((BLUE_FROM_CB * cb + HALF) >> 16)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    cb, cr = blue.astype(np.int32), red.astype(np.int32)
+    cb -= 128
+    cr -= 128
+    rgb = np.empty((luma.shape[0], 3, luma.shape[1]), dtype=np.int32)
+    np.multiply(cr, RED_FROM_CR, out=rgb[:, 0])
+    np.multiply(cb, GREEN_FROM_CB, out=rgb[:, 1])
+    rgb[:, 1] += cr * GREEN_FROM_CR
+    np.multiply(cb, BLUE_FROM_CB, out=rgb[:, 2])
+    rgb += HALF
+    rgb >>= 16
+    rgb += y[:, np.newaxis, :]
+    np.maximum(rgb, 0, out=rgb)  # Clipped to 0-255, as np.clip does, in place.
+    np.minimum(rgb, 255, out=rgb)
+    return rgb.astype(np.uint8).transpose(0, 2, 1)
