@@ -113,24 +113,24 @@ def plane_coefficients(values: np.ndarray) -> np.ndarray:
     return coefficients
 
 
-def background_planes(values: np.ndarray) -> np.ndarray:
+def background_rows(values: np.ndarray) -> np.ndarray:
     """A plane a + b*x + c*y fitted to the border of each channel, robust to a garment touching it:
-    (C, H, W) float32 for (H, W) or (H, W, C) whole-numbered values."""
+    (H, C, W) float32 rows of channel planes for (H, W) or (H, W, C) whole-numbered values."""
     height, width = values.shape[:2]
     flat = values.reshape(height, width, -1)  # (H, W, C)
     if min(height, width) < 8:
         levels = np.median(border_pixels(flat), axis=0)  # (C,)
-        return np.broadcast_to(levels[:, np.newaxis, np.newaxis], (flat.shape[2], height, width)).astype(np.float32)
+        return np.broadcast_to(levels[np.newaxis, :, np.newaxis], (height, flat.shape[2], width)).astype(np.float32)
     a, b, c = plane_coefficients(flat)
     across, down = a + b * centred_float(width), c * centred_float(height)  # (C, W), (C, H)
     # (a + b x) + c y, in that order, added in float64 and rounded once to float32.
-    return np.add(across[:, np.newaxis, :], down[:, :, np.newaxis]).astype(np.float32)
+    return np.add(across[np.newaxis], down.T[:, :, np.newaxis]).astype(np.float32)
 
 
 def fit_background(values: np.ndarray) -> np.ndarray:
-    """background_planes as one float32 array of the shape of `values`."""
-    planes = background_planes(values)
-    return planes[0] if values.ndim == 2 else np.moveaxis(planes, 0, -1)
+    """background_rows as one float32 array of the shape of `values`."""
+    rows = background_rows(values)
+    return rows[:, 0] if values.ndim == 2 else rows.transpose(0, 2, 1)
 
 
 def has_light_background(gray: np.ndarray, background: np.ndarray | None = None) -> bool:
@@ -171,15 +171,8 @@ def colour_distance(rgb: np.ndarray) -> np.ndarray:
     (H, W, 3) uint8 or float32 in. The work runs on (H, 3, W) rows of channel planes, the layout shrunk
     photos and camera frames have: each channel's values whole along a row.
     """
-    height, width = rgb.shape[:2]
     differences = np.ascontiguousarray(rgb.transpose(0, 2, 1), dtype=np.float32)  # (H, 3, W)
-    if min(height, width) < 8:
-        differences -= background_planes(rgb).transpose(1, 0, 2)
-    else:
-        a, b, c = plane_coefficients(rgb)
-        across, down = a + b * centred_float(width), c * centred_float(height)  # (3, W), (3, H)
-        # (a + b x) + c y, in that order, added in float64 and rounded once to float32, as background_planes.
-        differences -= np.add(across[np.newaxis], down.T[:, :, np.newaxis]).astype(np.float32)
+    differences -= background_rows(rgb)
     differences *= differences
     # Element-wise only (no einsum or sum, whose order varies by build): the same bytes on every machine.
     squares = differences[:, 0] + differences[:, 1]
