@@ -61,30 +61,35 @@ def runs_above(starts: np.ndarray, ends: np.ndarray, stride: int) -> tuple[np.nd
     return first, last
 
 
-def part_labels(first: np.ndarray, last: np.ndarray) -> list:
+def part_labels(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     """One label per run, the same for runs joined through touching runs: the smallest run index of
-    each part. A union-find over the runs in raster order, each run joined to the runs above it;
-    every root is the smallest index of its part, so one pass from the left resolves every label."""
+    each part, (R,) int. A union-find over the runs in raster order, each run joined to the runs above
+    it (most runs touch one), with path halving; every root is the smallest index of its part, so
+    following parents until nothing changes resolves every label."""
     parent = list(range(len(first)))
-    for run, low, high in zip(range(len(parent)), first.tolist(), last.tolist()):
+    run = -1
+    for low, high in zip(first.tolist(), last.tolist()):
+        run += 1
         if low >= high:
             continue
-        root = low  # The root of the first run above, halving the path.
+        root = low  # The root of the first run above.
         while parent[root] != root:
-            parent[root] = parent[parent[root]]
-            root = parent[root]
-        for above in range(low + 1, high):
-            while parent[above] != above:
-                parent[above] = parent[parent[above]]
-                above = parent[above]
-            if above < root:
-                parent[root], root = above, above
-            elif above > root:
-                parent[above] = root
+            parent[root] = root = parent[parent[root]]
+        if high - low > 1:
+            for above in range(low + 1, high):
+                while parent[above] != above:
+                    parent[above] = above = parent[parent[above]]
+                if above < root:
+                    parent[root] = root = above
+                elif above > root:
+                    parent[above] = root
         parent[run] = root
-    for index, up in enumerate(parent):
-        parent[index] = parent[up]
-    return parent
+    labels = np.array(parent)
+    while True:  # A few steps: each halves every chain of parents.
+        resolved = labels[labels]
+        if np.array_equal(resolved, labels):
+            return labels
+        labels = resolved
 
 
 def parts(signal: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -97,7 +102,7 @@ def parts(signal: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.
     np.rint(signal, out=rounded[:, 1:-1], casting="unsafe")
     if not len(starts):
         return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64), padded, rounded
-    labels = np.array(part_labels(*runs_above(starts, ends, stride)))
+    labels = part_labels(*runs_above(starts, ends, stride))
     # Each run's sum of the rounded signal, in whole numbers (exact): reduceat over [start, end) of each run.
     run_masses = np.add.reduceat(rounded.ravel(), edges)[::2]
     masses = np.bincount(labels, weights=run_masses).astype(np.int64)  # Exact: whole numbers under 2**53.

@@ -77,24 +77,30 @@ def centred_float(length: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Of each of the P = 2 * (H + W) border pixels: (6, P) int64 rows 1, x, y, x x, x y, y y (x, y its
-    centred column and row), and x and y as float64, (P,) each."""
+    """Of each of the P = 2 * (H + W) border pixels: (6, P) float64 rows 1, x, y, x x, x y, y y (x, y its
+    centred column and row: whole numbers, exact), and x and y, (P,) each (read only)."""
     columns = border_pixels(np.broadcast_to(centred(width)[np.newaxis, :], (height, width)))
     rows = border_pixels(np.broadcast_to(centred(height)[:, np.newaxis], (height, width)))
     moments = np.stack([np.ones_like(columns), columns, rows, columns * columns, columns * rows, rows * rows])
-    return moments, columns.astype(np.float64), rows.astype(np.float64)
+    design = moments.astype(np.float64), columns.astype(np.float64), rows.astype(np.float64)
+    for array in design:
+        array.flags.writeable = False
+    return design
 
 
 def plane_coefficients(values: np.ndarray) -> np.ndarray:
     """(3, C, 1) float64, a, b and c of the plane a + b*x + c*y fitted to the border of each channel of
     (H, W, C) whole-numbered values (H and W at least 8), robust to a garment touching it."""
     moments, columns, rows = border_design(*values.shape[:2])
-    border = border_pixels(values).astype(np.int64).T  # (C, P)
-    channels = border.shape[0]
+    channels = values.size // (values.shape[0] * values.shape[1])
     # Every sum a fit takes, for each border pixel: the kept pixels' sums are one product with the mask.
-    table = np.concatenate([moments, border, moments[1] * border, moments[2] * border])  # (6 + 3C, P)
-    # As float64 the kept pixels' sums are one BLAS product, exact: whole numbers far under 2**53.
-    table, border = table.astype(np.float64), border.astype(np.float64)
+    # As float64 those sums are one BLAS product, exact: whole numbers far under 2**53.
+    table = np.empty((6 + 3 * channels, moments.shape[1]))  # (6 + 3C, P): moments, v, x v, y v.
+    table[:6] = moments
+    border = table[6: 6 + channels]  # (C, P)
+    border[...] = border_pixels(values).T
+    np.multiply(columns, border, out=table[6 + channels: 6 + 2 * channels])
+    np.multiply(rows, border, out=table[6 + 2 * channels:])
     keep = None
     for fit in range(3):  # Refit without the border pixels the garment covers (the same pixels: the same fit).
         sums = table.sum(axis=1) if keep is None else table @ keep.astype(np.float64)
