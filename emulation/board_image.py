@@ -5,10 +5,12 @@ debootstrap downloads and unpacks the packages (its first stage); this module wr
 needs beside them (users' keys, network, sshd). For this machine's own architecture, debootstrap's
 second stage (every package's configuration; the kernel's hook makes the initramfs) and the set-up
 of users and units run in a chroot, and mkfs.ext4 -d writes the tree into the disk image. For
-another (arm64 on an x86_64 machine), the tree is packed as an initramfs and booted once under
-qemu-system, where it is the root file system in RAM: the same steps run there, the tree is copied
-onto the virtual disk, and the guest hands the kernel, the initramfs and its record back on a second
-disk (a tar archive) and powers off.
+another (arm64 on an x86_64 machine), the same chroot runs the board's binaries under qemu-user
+(qemu-aarch64-static, registered with the kernel's binfmt_misc for the set-up only), which takes
+minutes; where binfmt_misc or qemu-user is missing, the tree is packed as an initramfs and booted
+once under qemu-system, where it is the root file system in RAM: the same steps run there (up to an
+hour under TCG), the tree is copied onto the virtual disk, and the guest hands the kernel, the
+initramfs and its record back on a second disk (a tar archive) and powers off.
 
 The image lives in .cache/virtual-board/<arch>/ ($EDGE_FASHION_BOARD_CACHE moves the folder): board.qcow2
 (never written after the build: each boot writes an overlay of it), vmlinuz, initrd.img, the login
@@ -16,6 +18,7 @@ key id_ed25519 (for root and pi), the board's host key host_ed25519.pub and imag
 built. It is built in <arch>.partial/ under a lock and renamed into place whole.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,6 +42,13 @@ PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "libpam-systemd", "openss
 DISK_SIZE = "6G"  # The board's SD card; qcow2 stores only what is written.
 SETUP_MEMORY_MB = 4096  # The tree (about 1 GB once configured) lives in RAM during the setup boot.
 SETUP_TIMEOUT = 5400  # Seconds; the second stage takes minutes in a chroot, up to an hour under TCG.
+BINFMT = pathlib.Path("/proc/sys/fs/binfmt_misc")
+# binfmt_misc's entry for arm64 ELF executables, as Debian's qemu-user-static registers it: the ELF
+# header's bytes and the mask of those compared, in the escapes binfmt_misc reads. Flag F: the kernel opens qemu-user when the entry is
+# registered, so it runs the chroot's binaries though the chroot holds no qemu.
+BINFMT_NAME = "virtual-board-aarch64"
+AARCH64_MAGIC = rb"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
+AARCH64_MASK = rb"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
 HOSTNAME = "virtual-board"
 USER = "pi"  # Raspberry Pi OS's login user, with sudo and without a password, as there.
 # The user network of qemu: the board is 10.0.2.15, qemu's gateway 10.0.2.2 (no DNS: nothing is reached).
@@ -206,7 +216,8 @@ def build_image(arch: board_qemu.Architecture, cache: pathlib.Path, mirror: str)
     if arch.debian == host_architecture():
         record = configure_here(arch, partial)
     else:
-        record = configure_in_guest(arch, partial)
+        with foreign_binaries(arch) as runs_here:
+            record = configure_here(arch, partial) if runs_here else configure_in_guest(arch, partial)
     record.update(recipe=recipe(arch), mirror=mirror, setup_seconds=round(time.monotonic() - started, 1))
     (partial / "image.json").write_text(json.dumps(record, indent=2) + "\n")
     (partial / "board.qcow2").chmod(0o444)
@@ -221,12 +232,40 @@ def host_architecture() -> str:
     return pi_userland.run(["dpkg", "--print-architecture"]).stdout.strip()
 
 
+@contextlib.contextmanager
+def foreign_binaries(arch: board_qemu.Architecture):
+    """While in the block, this machine runs arch's executables under qemu-user through binfmt_misc
+    (mounted first when it is not); yields False, registering nothing, where it cannot."""
+    qemu = shutil.which(f"qemu-{arch.machine_name}-static")
+    if arch.machine_name != "aarch64" or qemu is None:
+        yield False
+        return
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, check=False)
+    entry = BINFMT / BINFMT_NAME
+    try:
+        if entry.exists():  # Left by a build that was killed.
+            entry.write_text("-1")
+        (BINFMT / "register").write_bytes(b":%s:M::%s:%s:%s:F" % (BINFMT_NAME.encode(), AARCH64_MAGIC, AARCH64_MASK,
+                                                                  os.fsencode(qemu)))
+    except OSError as error:
+        say(arch, f"binfmt_misc refused qemu-user ({error}): the set-up boots under qemu-system instead")
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        entry.write_text("-1")  # Unregistered: arm64 binaries no longer run here.
+
+
 def configure_here(arch: board_qemu.Architecture, partial: pathlib.Path) -> dict:
-    """This machine's own architecture: the second stage and the set-up run in a chroot, the tree
-    becomes an ext4 file system with mkfs.ext4 -d (nothing is mounted but the chroot's /proc and /sys,
-    in a mount namespace of its own that ends with it)."""
+    """In a chroot (this machine's own architecture, or another's under qemu-user): the second stage
+    and the set-up; the tree becomes an ext4 file system with mkfs.ext4 -d (nothing is mounted but the
+    chroot's /proc and /sys, in a mount namespace of its own that ends with it)."""
     root = partial / "root"
-    say(arch, "debootstrap's second stage and the set-up in a chroot (2-5 minutes)")
+    native = arch.debian == host_architecture()
+    say(arch, f"debootstrap's second stage and the set-up in a chroot ({'2-5' if native else '5-30'} minutes"
+              f"{'' if native else ', under qemu-user'})")
     script = (f"mount -t proc proc {root}/proc && mount -t sysfs sysfs {root}/sys && "
               f"chroot {root} /debootstrap/debootstrap --second-stage && chroot {root} /bin/sh /virtual-board-configure")
     pi_userland.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], timeout=SETUP_TIMEOUT)
@@ -234,6 +273,7 @@ def configure_here(arch: board_qemu.Architecture, partial: pathlib.Path) -> dict
     (root / "virtual-board.json").unlink()
     shutil.copyfile(root / f"boot/vmlinuz-{record['kernel']}", partial / "vmlinuz")
     shutil.copyfile(root / f"boot/initrd.img-{record['kernel']}", partial / "initrd.img")
+    board_qemu.unpack_kernel(partial / "vmlinuz")
     say(arch, "writing the tree into an ext4 file system")
     raw = partial / "board.raw"
     pi_userland.run(["mkfs.ext4", "-q", "-L", "board", "-d", root, raw, DISK_SIZE], timeout=SETUP_TIMEOUT)

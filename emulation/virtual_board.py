@@ -5,9 +5,9 @@ qemu-system, with systemd as init, sshd, python3, numpy and Pillow, and the user
     sudo .venv/bin/python emulation/virtual_board.py start            # x86_64; --arch arm64 for the Pi's own
     sudo .venv/bin/python emulation/virtual_board.py stop
 
-`start` builds the disk image once (board_image.py; 10-25 minutes, cached in .cache/virtual-board/),
-boots a throw-away copy of it (a qcow2 overlay) in the background, waits until its sshd answers and
-prints the ssh target and the `edge-fashion deploy` line to try. The board listens only on
+`start` builds the disk image once (board_image.py; x86_64 2-10 minutes, arm64 about 40; cached in
+.cache/virtual-board/), boots a throw-away copy of it (a qcow2 overlay) in the background, waits
+until its sshd answers and prints the ssh target and the `edge-fashion deploy` line to try. The board listens only on
 127.0.0.1 (qemu forwards one port to its sshd) and reaches no network: the wheels its
 requirements.txt needs from PyPI are fetched here and put in the board's /var/cache/pip-wheels,
 where its pip looks (/etc/pip.conf). `stop` powers it off and deletes the copy.
@@ -35,7 +35,7 @@ import board_qemu
 import board_wheels
 from pi_userland import EmulationError
 
-BOOT_TIMEOUT = 600  # Seconds until sshd must answer; x86_64 takes about 30 under TCG here, arm64 longer.
+BOOT_TIMEOUT = 600  # Seconds until sshd must answer; about 30 under TCG here (x86_64 and arm64), idle.
 SSH_TIMEOUT = 600  # The longest one command on the board may take.
 HOST_KEY_ALIAS = "virtual-board"  # known_hosts names the board so, whatever port it is forwarded to.
 WHEELS_ON_BOARD = "/var/cache/pip-wheels"
