@@ -56,7 +56,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--arch", default="x86_64")
+    parser.add_argument("--arch", default=board_checks.ARCH)
     parser.add_argument("--install", action="store_true", help="deploy with --install in every trial")
     parser.add_argument("--builds", type=pathlib.Path,
                         help="the folder for builds A and B, reused when they are there [a temporary one]")

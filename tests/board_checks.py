@@ -44,6 +44,8 @@ def skip_reason(arch: str) -> str | None:
     return virtual_board.unavailable(arch)
 
 
+# The virtual boards' architecture in the tests and benchmarks: $EDGE_FASHION_BOARD_ARCH, else the Pi's.
+ARCH = os.environ.get("EDGE_FASHION_BOARD_ARCH", virtual_board.board_qemu.DEFAULT_ARCH)
 DIRECTORY = "fashion"  # DIR on the board, in pi's home, as the README's examples have it.
 SERVICE_PORT = 8080
 CAMERA_ON_BOARD = "/usr/local/lib/python3.13/dist-packages/picamera2"

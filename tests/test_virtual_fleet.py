@@ -4,7 +4,6 @@ on the new release; on the board of the next batch the camera has gone, so after
 service stops, its agent switches it back, and the summary says why."""
 
 import concurrent.futures
-import os
 import pathlib
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from board_checks import virtual_board
 from conftest import run_cli
 from edge_fashion.deploy import fleet, releases
 
-ARCH = os.environ.get("EDGE_FASHION_BOARD_ARCH", "x86_64")
+ARCH = board_checks.ARCH
 HEALTH_SECONDS = 120  # The bound each switch gives the service here (TCG on a busy machine).
 NAMES = ("board-a", "board-b")
 FAILING = "board-b"  # Its camera is gone before the roll-out.
