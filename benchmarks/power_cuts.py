@@ -6,10 +6,11 @@ Usage (as root: the first run builds the board's image):
     sudo .venv/bin/python benchmarks/power_cuts.py --trials 10 --builds /tmp/power-cut-builds   # builds kept
 
 Makes two tiny real builds (A, and B with another seed: another model), boots one virtual board
-(emulation/virtual_board.py, x86_64 by default) with the stand-in camera, deploys A with --install
---service, and times an uninterrupted deploy that switches to the other bundle. Then each trial
-deploys the other bundle and kills qemu (SIGKILL: what the guest had not written out is lost)
-uniform(0, 1.05 x that time) seconds in, seeded by its number, boots the board again and checks it
+(emulation/virtual_board.py; arm64, the Pi's, unless --arch or $EDGE_FASHION_BOARD_ARCH says) with
+the stand-in camera, deploys A with --install --service, and times an uninterrupted deploy that
+switches to the other bundle. Then each trial deploys the other bundle and kills qemu (SIGKILL:
+what the guest had not written out is lost) uniform(0, 1.05 x that time) seconds in, seeded by its
+number, boots the board again and checks it
 (tests/board_checks.problems): `current` names A's or B's release, holds exactly its files, its
 self-test passes there, and the service answers /healthz with that release's model; then the same
 deploy must succeed. --install adds --install to each deploy (pip runs again, and finds nothing to
