@@ -44,8 +44,9 @@ SETUP_MEMORY_MB = 4096  # The tree (about 1 GB once configured) lives in RAM dur
 SETUP_TIMEOUT = 5400  # Seconds; the second stage takes minutes in a chroot, up to an hour under TCG.
 BINFMT = pathlib.Path("/proc/sys/fs/binfmt_misc")
 # binfmt_misc's entry for arm64 ELF executables, as Debian's qemu-user-static registers it: the ELF
-# header's bytes and the mask of those compared, in the escapes binfmt_misc reads. Flag F: the kernel opens qemu-user when the entry is
-# registered, so it runs the chroot's binaries though the chroot holds no qemu.
+# header's bytes and the mask of those compared, in the escapes binfmt_misc reads. Flag F: the kernel
+# opens qemu-user when the entry is registered, so it runs the chroot's binaries though the chroot
+# holds no qemu.
 BINFMT_NAME = "virtual-board-aarch64"
 AARCH64_MAGIC = rb"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
 AARCH64_MASK = rb"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
@@ -217,7 +218,7 @@ def build_image(arch: board_qemu.Architecture, cache: pathlib.Path, mirror: str)
         record = configure_here(arch, partial)
     else:
         with foreign_binaries(arch) as runs_here:
-            record = configure_here(arch, partial) if runs_here else configure_in_guest(arch, partial)
+            record = configure_here(arch, partial, emulated=True) if runs_here else configure_in_guest(arch, partial)
     record.update(recipe=recipe(arch), mirror=mirror, setup_seconds=round(time.monotonic() - started, 1))
     (partial / "image.json").write_text(json.dumps(record, indent=2) + "\n")
     (partial / "board.qcow2").chmod(0o444)
@@ -258,14 +259,13 @@ def foreign_binaries(arch: board_qemu.Architecture):
         entry.write_text("-1")  # Unregistered: arm64 binaries no longer run here.
 
 
-def configure_here(arch: board_qemu.Architecture, partial: pathlib.Path) -> dict:
+def configure_here(arch: board_qemu.Architecture, partial: pathlib.Path, emulated: bool = False) -> dict:
     """In a chroot (this machine's own architecture, or another's under qemu-user): the second stage
     and the set-up; the tree becomes an ext4 file system with mkfs.ext4 -d (nothing is mounted but the
-    chroot's /proc and /sys, in a mount namespace of its own that ends with it)."""
+    chroot's /proc and /sys, in a mount namespace of its own that ends with it). emulated: under qemu-user."""
     root = partial / "root"
-    native = arch.debian == host_architecture()
-    say(arch, f"debootstrap's second stage and the set-up in a chroot ({'2-5' if native else '5-30'} minutes"
-              f"{'' if native else ', under qemu-user'})")
+    say(arch, "debootstrap's second stage and the set-up in a chroot "
+              + ("(30-45 minutes, under qemu-user)" if emulated else "(2-5 minutes)"))
     script = (f"mount -t proc proc {root}/proc && mount -t sysfs sysfs {root}/sys && "
               f"chroot {root} /debootstrap/debootstrap --second-stage && chroot {root} /bin/sh /virtual-board-configure")
     pi_userland.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], timeout=SETUP_TIMEOUT)

@@ -7,10 +7,10 @@ qemu-system, with systemd as init, sshd, python3, numpy and Pillow, and the user
 
 `start` builds the disk image once (board_image.py; x86_64 2-10 minutes, arm64 about 40; cached in
 .cache/virtual-board/), boots a throw-away copy of it (a qcow2 overlay) in the background, waits
-until its sshd answers and prints the ssh target and the `edge-fashion deploy` line to try. The board listens only on
-127.0.0.1 (qemu forwards one port to its sshd) and reaches no network: the wheels its
-requirements.txt needs from PyPI are fetched here and put in the board's /var/cache/pip-wheels,
-where its pip looks (/etc/pip.conf). `stop` powers it off and deletes the copy.
+until its sshd answers and prints the ssh target and the `edge-fashion deploy` line to try. The
+board listens only on 127.0.0.1 (qemu forwards one port to its sshd) and reaches no network: the
+wheels its requirements.txt needs from PyPI are fetched here and put in the board's
+/var/cache/pip-wheels, where its pip looks (/etc/pip.conf). `stop` powers it off and deletes the copy.
 
 In Python (the tests): `with virtual_board.running(arch, folder) as board:` boots one that stops by
 itself when the block ends or the process that started it dies; board.ssh(...), board.reboot(),

@@ -67,22 +67,19 @@ def part_labels(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     it (most runs touch one), with path halving; every root is the smallest index of its part, so
     following parents until nothing changes resolves every label."""
     parent = list(range(len(first)))
-    run = -1
-    for low, high in zip(first.tolist(), last.tolist()):
-        run += 1
+    for run, (low, high) in enumerate(zip(first.tolist(), last.tolist())):
         if low >= high:
             continue
         root = low  # The root of the first run above.
         while parent[root] != root:
             parent[root] = root = parent[parent[root]]
-        if high - low > 1:
-            for above in range(low + 1, high):
-                while parent[above] != above:
-                    parent[above] = above = parent[parent[above]]
-                if above < root:
-                    parent[root] = root = above
-                elif above > root:
-                    parent[above] = root
+        for above in range(low + 1, high):
+            while parent[above] != above:
+                parent[above] = above = parent[parent[above]]
+            if above < root:
+                parent[root] = root = above
+            elif above > root:
+                parent[above] = root
         parent[run] = root
     labels = np.array(parent)
     while True:  # A few steps: each halves every chain of parents.
