@@ -73,13 +73,14 @@ def part_labels(first: np.ndarray, last: np.ndarray) -> np.ndarray:
         root = low  # The root of the first run above.
         while parent[root] != root:
             parent[root] = root = parent[parent[root]]
-        for above in range(low + 1, high):
-            while parent[above] != above:
-                parent[above] = above = parent[parent[above]]
-            if above < root:
-                parent[root] = root = above
-            elif above > root:
-                parent[above] = root
+        if high - low > 1:  # Most runs touch one run above: no range to make.
+            for above in range(low + 1, high):
+                while parent[above] != above:
+                    parent[above] = above = parent[parent[above]]
+                if above < root:
+                    parent[root] = root = above
+                elif above > root:
+                    parent[above] = root
         parent[run] = root
     labels = np.array(parent)
     while True:  # A few steps: each halves every chain of parents.
